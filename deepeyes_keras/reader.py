@@ -1,0 +1,208 @@
+"""Reading a run directory back: :func:`load_run`.
+
+Needs only NumPy (no TensorFlow), so the site builder and notebooks can use it.
+
+Example:
+    >>> run = load_run("deepeyes_runs/20261123-101500-lenet")     # doctest: +SKIP
+    >>> last = run.snapshots[-1]                                   # doctest: +SKIP
+    >>> last.layers["conv1"].frequency                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from deepeyes_keras.store import MANIFEST, SCHEMA_VERSION, read_json
+
+ARRAY_FIELDS = (
+    "max_activation",
+    "frequency",
+    "reliability_step",
+    "reliability_age",
+    "jaccard",
+    "label_activation",
+    "perplexity_histogram",
+    "perplexity_change",
+    "histogram_cumulative",
+    "reservoir_uids",
+)
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Reservoir instances of one layer at one snapshot (row i = one instance).
+
+    Attributes:
+        uid: unique id of each instance within the layer.
+        step: training step it was sampled at.
+        image: id of the sampled image (shared by the layers of one step).
+        position: flat position in the layer's output grid (0 for dense layers).
+        label: label of its image (-1 if unknown).
+        box_start, box_size: input-space box per spatial axis (may leave the image: padding).
+        descriptor: neuronal receptive field (the layer-input window), flattened.
+        activation: the layer's output vector (F) at that instance.
+        patch: the input-space patch (crop of the input; the whole input for dense layers).
+    """
+
+    uid: np.ndarray
+    step: np.ndarray
+    image: np.ndarray
+    position: np.ndarray
+    label: np.ndarray
+    box_start: np.ndarray
+    box_size: np.ndarray
+    descriptor: np.ndarray
+    activation: np.ndarray
+    patch: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.uid)
+
+
+class LayerSnapshot:
+    """The statistics of one layer at one snapshot, as NumPy arrays (loaded on first use)."""
+
+    def __init__(self, snapshot: Snapshot, info: dict, record: dict):
+        self._snapshot = snapshot
+        self.info = info
+        self.name = info["name"]
+        self.key = info["key"]
+        self.instances = record.get("instances")
+        self.nonfinite = record.get("nonfinite")
+
+    def __getattr__(self, field):
+        if field in ARRAY_FIELDS:
+            return self._snapshot._arrays[f"{self.key}.{field}"]
+        raise AttributeError(field)
+
+    @property
+    def samples(self) -> Samples:
+        return self._snapshot._run._samples(self.key, self.reservoir_uids)
+
+    def __repr__(self) -> str:
+        return f"LayerSnapshot({self.name!r}, step={self._snapshot.step})"
+
+
+class Snapshot:
+    """One snapshot: ``step``, ``epoch``, ``metrics`` and ``layers[name]``."""
+
+    def __init__(self, run: Run, record: dict):
+        self._run = run
+        self.record = record
+        self.step = int(record["step"])
+        self.epoch = record.get("epoch")
+        self.time = record.get("time")
+        self.metrics = record.get("metrics", {})
+        self.layers = {
+            info["name"]: LayerSnapshot(self, info, record["layers"].get(info["name"], {}))
+            for info in run.manifest["analysed_layers"]
+        }
+
+    @cached_property
+    def _arrays(self) -> dict[str, np.ndarray]:
+        with np.load(self._run.path / self.record["arrays"]) as data:
+            return {k: data[k] for k in data.files}
+
+    def __repr__(self) -> str:
+        return f"Snapshot(step={self.step})"
+
+
+class Run:
+    """A run directory written by :class:`~deepeyes_keras.DeepEyesCallback`."""
+
+    def __init__(self, path: Path, manifest: dict, snapshots: list[Snapshot] | None = None):
+        self.path = Path(path)
+        self.manifest = manifest
+        self.name = manifest.get("run_name", self.path.name)
+        self.status = manifest.get("status")
+        self.snapshots: list[Snapshot] = snapshots or []
+        self.skipped: list[str] = []
+        self._chunks: dict[str, dict[str, np.ndarray]] = {}
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [info["name"] for info in self.manifest["analysed_layers"]]
+
+    def metrics(self) -> dict[str, list]:
+        """Training logs of every recorded step, concatenated over snapshots."""
+        merged: dict[str, list] = {}
+        for snap in self.snapshots:
+            for name, values in snap.metrics.items():
+                merged.setdefault(name, []).extend(values)
+        return merged
+
+    def _samples(self, key: str, uids: np.ndarray) -> Samples:
+        index = self._chunk_index(key)
+        rows = np.searchsorted(index["uid"], uids)
+        rows = np.clip(rows, 0, max(len(index["uid"]) - 1, 0))
+        found = (len(index["uid"]) > 0) & (index["uid"][rows] == uids) if len(uids) else rows
+        if len(uids) and not np.all(found):
+            raise ValueError(f"Run {self.path}: {int((~found).sum())} reservoir entries of layer "
+                             f"{key} have no stored samples; the run directory is incomplete.")
+        return Samples(**{name: index[name][rows] for name in Samples.__dataclass_fields__})
+
+    def _chunk_index(self, key: str) -> dict[str, np.ndarray]:
+        if key not in self._chunks:
+            parts = []
+            for path in sorted((self.path / "samples" / key).glob("entries-*.npz")):
+                with np.load(path) as data:
+                    parts.append({k: data[k] for k in data.files})
+            if parts:
+                merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+                order = np.argsort(merged["uid"], kind="stable")
+                merged = {k: v[order] for k, v in merged.items()}
+            else:
+                merged = {name: np.zeros((0,)) for name in Samples.__dataclass_fields__}
+                merged["uid"] = np.zeros((0,), np.int64)
+            self._chunks[key] = merged
+        return self._chunks[key]
+
+    def __repr__(self) -> str:
+        return f"Run({self.name!r}, snapshots={len(self.snapshots)}, status={self.status!r})"
+
+
+def load_run(path) -> Run:
+    """Loads a run directory.
+
+    Snapshots that are listed but unreadable (partial, corrupt, or of a newer schema) are skipped
+    with a warning naming the file; their paths are in ``run.skipped``.
+
+    Args:
+        path: the run directory (the one holding manifest.json).
+
+    Returns:
+        A :class:`Run` whose ``snapshots`` are ordered by step.
+    """
+    path = Path(path)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} is not a DeepEyes run directory: it has no {MANIFEST}. Pass the "
+            "directory of one run (e.g. deepeyes_runs/<run name>)."
+        )
+    manifest = read_json(manifest_path)
+    if manifest.get("schema_version", 0) > SCHEMA_VERSION:
+        raise ValueError(
+            f"Run {str(path)!r} has schema version {manifest['schema_version']}, newer than this "
+            f"deepeyes_keras reads ({SCHEMA_VERSION}). Upgrade deepeyes-keras."
+        )
+    run = Run(path, manifest)
+    for entry in sorted(manifest.get("snapshots", []), key=lambda s: s["step"]):
+        file = path / entry["file"]
+        try:
+            record = read_json(file)
+            if record.get("schema_version", 0) > SCHEMA_VERSION:
+                raise ValueError(f"schema version {record['schema_version']} is newer than "
+                                 f"{SCHEMA_VERSION}")
+            if not (path / record["arrays"]).is_file():
+                raise FileNotFoundError(f"missing {record['arrays']}")
+            run.snapshots.append(Snapshot(run, record))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            warnings.warn(f"DeepEyes: skipping unreadable snapshot {file}: {err}", stacklevel=2)
+            run.skipped.append(str(file))
+    return run

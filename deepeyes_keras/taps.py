@@ -1,0 +1,315 @@
+"""Choosing the analysed layers and recording them inside the compiled train step.
+
+:func:`resolve_layers` validates the user's layer list before training starts.
+:class:`Recorder` owns one cached sub-model that taps the input and output of every analysed layer,
+the statistics and reservoirs of each layer, and :meth:`Recorder.record`, the graph ops added to
+the model's ``train_step``: pick a few images of the batch at random, run the tap model on them,
+sample receptive-field positions, update the statistics and offer the instances to the reservoir.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from deepeyes_keras import receptive_field as rf
+from deepeyes_keras.reservoir import Reservoir
+from deepeyes_keras.statistics import LayerStatistics
+
+ANALYSABLE_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Dense)
+# Layers a user may expect us to analyse but that we cannot (yet): named in a warning when found.
+_FILTER_LIKE_TYPES = (
+    keras.layers.RNN,
+    keras.layers.LSTM,
+    keras.layers.GRU,
+    keras.layers.SimpleRNN,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv2D,
+    keras.layers.Bidirectional,
+)
+
+
+def check_graph_model(model) -> None:
+    """Raises TypeError unless ``model`` has a symbolic graph (Sequential or Functional)."""
+    if isinstance(model, keras.Sequential):
+        return
+    if getattr(model, "_is_graph_network", False) or type(model).__name__ == "Functional":
+        return
+    try:  # Keras 3 keeps the class private; a subclass of Functional is fine too.
+        from keras.src.models.functional import Functional
+
+        if isinstance(model, Functional):
+            return
+    except ImportError:  # pragma: no cover - layout of a future Keras
+        pass
+    raise TypeError(
+        "DeepEyesCallback needs a model with a symbolic graph (keras.Sequential or a Functional "
+        "keras.Model) so it can tap the inputs and outputs of inner layers. Received a subclassed "
+        f"model of type {type(model).__name__}. Rebuild it as a Functional model "
+        "(inputs = keras.Input(shape); x = layer(inputs); ...; keras.Model(inputs, outputs)) or "
+        "as a keras.Sequential, then pass that to fit()."
+    )
+
+
+def resolve_layers(model, names=None) -> tuple[list, list[str]]:
+    """Picks the analysed layers.
+
+    Args:
+        model: a Sequential or Functional model (it need not be built).
+        names: layer names, or None for every Conv1D, Conv2D and Dense layer.
+
+    Returns:
+        (layers to analyse in model order, names of requested layers that cannot be analysed).
+
+    Raises:
+        ValueError: listing every unknown name with close matches.
+    """
+    check_graph_model(model)
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    by_name = {layer.name: layer for layer in layers}
+    if names is None:
+        chosen = [layer for layer in layers if isinstance(layer, ANALYSABLE_TYPES)]
+        skipped = [layer.name for layer in layers if isinstance(layer, _FILTER_LIKE_TYPES)]
+        if not chosen:
+            raise ValueError(
+                "DeepEyesCallback found no Conv1D, Conv2D or Dense layer to analyse in model "
+                f"{model.name!r} (layers: {[layer.name for layer in layers]}). Pass layers=[...] "
+                "with the names of the layers to analyse."
+            )
+        return chosen, skipped
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        hints = []
+        for n in unknown:
+            close = difflib.get_close_matches(n, list(by_name), n=3)
+            hints.append(f"{n!r} (did you mean {', '.join(map(repr, close))}?)" if close else repr(n))
+        raise ValueError(
+            f"Invalid value for argument layers: {len(unknown)} name(s) are not layers of model "
+            f"{model.name!r}: {'; '.join(hints)}. Available layers: {list(by_name)}."
+        )
+    wanted = set(names)
+    chosen = [layer for layer in layers if layer.name in wanted]
+    skipped = [layer.name for layer in chosen if not isinstance(layer, ANALYSABLE_TYPES)]
+    chosen = [layer for layer in chosen if isinstance(layer, ANALYSABLE_TYPES)]
+    if not chosen:
+        raise ValueError(
+            f"None of the requested layers {list(names)} can be analysed: DeepEyes analyses "
+            "Conv1D, Conv2D and Dense layers."
+        )
+    return chosen, skipped
+
+
+def labels_from_targets(y, n_labels: int) -> tf.Tensor:
+    """Integer class labels from sparse or one-hot targets (-1 where there are none)."""
+    if y is None:
+        return None
+    y = tf.convert_to_tensor(y)
+    if y.shape.rank is not None and y.shape.rank >= 2 and y.shape[-1] not in (None, 1):
+        labels = tf.argmax(y, axis=-1, output_type=tf.int32)
+        return tf.reshape(labels, [tf.shape(y)[0], -1])[:, 0]
+    flat = tf.reshape(y, [tf.shape(y)[0], -1])[:, 0]
+    if flat.dtype.is_floating:
+        flat = tf.round(flat)
+    labels = tf.cast(flat, tf.int32)
+    return tf.where((labels >= 0) & (labels < n_labels), labels, -1)
+
+
+class _LayerTap:
+    """Static facts about one analysed layer, computed once from the built model."""
+
+    def __init__(self, index: int, layer, space_map):
+        self.index = index
+        self.layer = layer
+        self.name = layer.name
+        in_shape = tuple(layer.input.shape)
+        out_shape = tuple(layer.output.shape)
+        if any(s is None for s in in_shape[1:] + out_shape[1:]):
+            raise ValueError(
+                f"Layer {layer.name!r} has an unknown dimension (input {in_shape}, output "
+                f"{out_shape}); DeepEyes needs static shapes. Give keras.Input a full shape."
+            )
+        self.in_shape = in_shape
+        self.out_shape = out_shape
+        self.windows = rf.layer_windows(layer, in_shape)
+        self.grid = tuple(int(s) for s in out_shape[1:-1])
+        self.n_filters = int(out_shape[-1])
+        self.descriptor_size = int(np.prod(in_shape[1:])) if not self.grid else (
+            int(np.prod([w.kernel for w in self.windows])) * int(in_shape[-1])
+        )
+        self.space_map = space_map  # None: the whole input is the patch
+
+    @property
+    def kind(self) -> str:
+        if isinstance(self.layer, keras.layers.Dense):
+            return "dense"
+        return "conv2d" if len(self.grid) == 2 else "conv1d"
+
+
+class Recorder:
+    """Taps, statistics and reservoirs of the analysed layers; build it on a built model.
+
+    Args:
+        model: the built model being trained.
+        layers: the analysed layers (from :func:`resolve_layers`).
+        images_per_step: images of each batch whose receptive fields are sampled.
+        positions_per_image: random positions sampled per image in conv layers (with replacement).
+        reservoir_size: instances kept per layer for the maps.
+        n_labels: number of classes.
+        seed: seed of every random draw.
+        distributed: keep per-replica copies of the state (``tf.distribute``), read from the
+            first replica.
+    """
+
+    def __init__(self, model, layers, *, images_per_step, positions_per_image, reservoir_size,
+                 n_labels, seed, distributed):
+        if len(model.inputs) != 1:
+            raise ValueError(
+                f"DeepEyesCallback supports models with one input; model {model.name!r} has "
+                f"{len(model.inputs)}. Analyse a single-input sub-network instead."
+            )
+        self.images_per_step = int(images_per_step)
+        self.positions_per_image = int(positions_per_image)
+        self.n_labels = int(n_labels)
+        self.seed = int(seed)
+        self.distributed = bool(distributed)
+        self.input_shape = tuple(int(s) for s in model.inputs[0].shape[1:])
+        maps = rf.input_space_maps(model, [layer.name for layer in layers])
+        self.taps = [_LayerTap(i, layer, maps.get(layer.name)) for i, layer in enumerate(layers)]
+        outputs = []
+        for layer in layers:
+            outputs += [layer.input, layer.output]
+        self.tap_model = keras.Model(model.inputs, outputs, name="deepeyes_taps")
+        self.step = self._variable("deepeyes/step", tf.zeros([], tf.int64))
+        self.stats, self.reservoirs = [], []
+        for tap in self.taps:
+            prefix = f"deepeyes/L{tap.index}/"
+            self.stats.append(
+                LayerStatistics(
+                    tap.n_filters, self.n_labels,
+                    lambda name, value, p=prefix: self._variable(p + name, value),
+                )
+            )
+            self.reservoirs.append(
+                Reservoir(
+                    reservoir_size,
+                    {
+                        "descriptor": (tap.descriptor_size,),
+                        "activation": (tap.n_filters,),
+                        "patch": self.patch_shape(tap),
+                    },
+                    lambda name, value, p=prefix: self._variable(p + "reservoir/" + name, value),
+                    self._scatter,
+                    seed=self.seed * 7919 + tap.index,
+                )
+            )
+
+    def patch_shape(self, tap) -> tuple[int, ...]:
+        if tap.space_map is None or not tap.space_map:
+            return self.input_shape
+        return tuple(m.size for m in tap.space_map) + (self.input_shape[-1],)
+
+    def _variable(self, name, value):
+        if not self.distributed:
+            return tf.Variable(value, trainable=False, name=name)
+        # One copy per replica; reading outside the replicas returns the first replica's copy.
+        return tf.Variable(
+            value,
+            trainable=False,
+            name=name,
+            synchronization=tf.VariableSynchronization.ON_READ,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+
+    def _scatter(self, variable, indices, updates):
+        if self.distributed:  # replicated variables have no scatter ops
+            variable.assign(tf.tensor_scatter_nd_update(variable, indices, updates))
+        else:
+            variable.scatter_nd_update(indices, updates)
+
+    def record(self, data) -> None:
+        """Graph ops appended to the train step: sample, measure, keep."""
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        flat_x = tf.nest.flatten(x)
+        x = flat_x[0]
+        batch = tf.shape(x)[0]
+        step = self.step.read_value() + 1
+        self.step.assign(step)
+        k = self.images_per_step
+        seed = tf.stack([tf.constant(self.seed, tf.int64), step])
+        # Random images of the batch; a batch smaller than k repeats images (keeps shapes static).
+        order = tf.argsort(tf.random.stateless_uniform([batch], seed=seed))
+        pick = tf.gather(order, tf.math.floormod(tf.range(k), batch))
+        xs = tf.gather(x, pick)
+        labels = labels_from_targets(y, self.n_labels)
+        ys = tf.fill([k], -1) if labels is None else tf.gather(labels, pick)
+        image_ids = (step - 1) * k + tf.range(k, dtype=tf.int64)
+        tapped = self.tap_model(xs, training=False)
+        for tap, stats, reservoir in zip(self.taps, self.stats, self.reservoirs, strict=True):
+            layer_in = tf.cast(tapped[2 * tap.index], tf.float32)
+            layer_out = tf.cast(tapped[2 * tap.index + 1], tf.float32)
+            self._record_layer(tap, stats, reservoir, step, xs, ys, image_ids, layer_in, layer_out)
+
+    def _record_layer(self, tap, stats, reservoir, step, xs, ys, image_ids, layer_in, layer_out):
+        k = self.images_per_step
+        if tap.grid:
+            p = self.positions_per_image
+            n_pos = math.prod(tap.grid)
+            pos_seed = tf.stack([tf.constant(self.seed + 1 + tap.index, tf.int64), step])
+            positions = tf.random.stateless_uniform(
+                [k, p], seed=pos_seed, minval=0, maxval=n_pos, dtype=tf.int32
+            )
+            grid_out = tf.reshape(layer_out, [k, n_pos, tap.n_filters])
+            acts = tf.reshape(tf.gather(grid_out, positions, batch_dims=1), [k * p, tap.n_filters])
+            weight = 1.0
+        else:
+            p = 1
+            positions = tf.zeros([k, 1], tf.int32)
+            acts = tf.reshape(layer_out, [k, tap.n_filters])
+            # One instance per image instead of positions_per_image: weight it so dense and
+            # conv layers carry comparable histogram mass (DESIGN.md).
+            weight = float(self.positions_per_image)
+        inst_labels = tf.repeat(ys, p)
+        stats.update(acts, inst_labels, step, weight=weight)
+
+        descriptors = rf.extract_windows(layer_in, tap.windows, positions)
+        if tap.space_map:
+            patches = rf.extract_input_patches(
+                tf.cast(xs, tf.float32), tap.space_map, tap.grid, positions
+            )
+        else:
+            patches = tf.repeat(tf.cast(xs, tf.float32)[:, None], p, axis=1)
+        reservoir.update(
+            step,
+            {
+                "image": tf.repeat(image_ids, p),
+                "position": tf.reshape(positions, [-1]),
+                "label": inst_labels,
+                "descriptor": tf.reshape(descriptors, [k * p, tap.descriptor_size]),
+                "activation": acts,
+                "patch": tf.reshape(patches, (k * p,) + self.patch_shape(tap)),
+            },
+        )
+
+    def read(self) -> dict:
+        """NumPy copies of every piece of state (outside the train step)."""
+        def value(v):
+            return tf.convert_to_tensor(v).numpy()
+
+        return {
+            "step": int(value(self.step)),
+            "layers": [
+                {
+                    "stats": {n: value(v) for n, v in stats.variables().items()},
+                    "reservoir": {n: value(v) for n, v in res.variables().items()},
+                }
+                for stats, res in zip(self.stats, self.reservoirs, strict=True)
+            ],
+        }
