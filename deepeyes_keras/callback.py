@@ -51,11 +51,17 @@ class DeepEyesCallback(keras.callbacks.Callback):
         layers: names of the layers to analyse; default every Conv1D, Conv2D and Dense layer.
         snapshot_every: ``"auto"`` (steps 10, 20, 40, 80, then every 100) or an integer number of
             steps. A snapshot is also written when training ends.
-        images_per_step: images of each batch whose receptive fields are sampled.
+        sample_every: measure on every n-th training step (1 = every step, as the paper's code).
+            Sampling fewer steps keeps the cost of watching low; see docs/overhead.
+        dense_steps: also measure on each of the first ``dense_steps`` steps, when the network
+            changes fastest.
+        images_per_step: images of the batch (chosen at random) measured on a sampled step.
         positions_per_image: random positions (with replacement) sampled per image in conv layers.
         reservoir_size: instances kept per layer for the input map.
         probe_data: optional fixed ``(x, y)`` to sample from instead of the training batches.
         seed: seed of every random draw.
+        jit_compile: compile the measurement with XLA (the train step itself is left as Keras
+            compiles it).
         verbose: 0 silent, 1 a line when recording starts and ends.
 
     Example:
@@ -64,8 +70,9 @@ class DeepEyesCallback(keras.callbacks.Callback):
     """
 
     def __init__(self, log_dir="deepeyes_runs", *, run_name=None, layers=None,
-                 snapshot_every="auto", images_per_step=8, positions_per_image=10,
-                 reservoir_size=2000, probe_data=None, seed=0, verbose=1):
+                 snapshot_every="auto", sample_every=10, dense_steps=20, images_per_step=16,
+                 positions_per_image=10, reservoir_size=2000, probe_data=None, seed=0,
+                 jit_compile=False, verbose=1):
         super().__init__()
         if not isinstance(log_dir, str | Path) or not str(log_dir):
             raise ValueError(f"Invalid value for argument log_dir. Received: log_dir={log_dir!r}. "
@@ -96,11 +103,17 @@ class DeepEyesCallback(keras.callbacks.Callback):
         self.run_name = run_name
         self.layers = layers
         self.snapshot_every = snapshot_every
+        self.sample_every = _positive_int("sample_every", sample_every)
+        self.dense_steps = _positive_int("dense_steps", dense_steps, minimum=0)
         self.images_per_step = _positive_int("images_per_step", images_per_step)
         self.positions_per_image = _positive_int("positions_per_image", positions_per_image)
         self.reservoir_size = _positive_int("reservoir_size", reservoir_size)
         self.probe_data = probe_data
         self.seed = _positive_int("seed", seed, minimum=0)
+        if not isinstance(jit_compile, bool):
+            raise ValueError("Invalid value for argument jit_compile. Received: "
+                             f"jit_compile={jit_compile!r}. Expected True or False.")
+        self.jit_compile = jit_compile
         self.verbose = verbose
         self._reset()
 
@@ -139,11 +152,9 @@ class DeepEyesCallback(keras.callbacks.Callback):
         if skipped:
             warnings.warn(f"DeepEyes cannot analyse layer(s) {skipped} (only Conv1D, Conv2D and "
                           "Dense are supported); they are skipped.", stacklevel=2)
-        strategy = model.distribute_strategy
-        self._is_writer = _is_chief(strategy)
-        if model.built and self._recorder is None and _is_distributed(strategy):
-            with strategy.scope():
-                self._ensure_recorder()
+        self._is_writer = _is_chief(model.distribute_strategy)
+        if model.built and self._recorder is None:
+            self._ensure_recorder()
         self._install(model)
 
     def on_train_begin(self, logs=None):
@@ -165,6 +176,8 @@ class DeepEyesCallback(keras.callbacks.Callback):
             self._pending_metrics.setdefault(name, []).append(value)
         step = int(self._recorder.step.numpy())
         self._pending_metrics.setdefault("step", []).append(step)
+        if step <= self.dense_steps or (step - 1) % self.sample_every == 0:
+            self._recorder.measure()
         if self._is_snapshot_step(step):
             self._snapshot(step)
 
@@ -194,7 +207,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
         def train_step(data):
             logs = original(data)
             recorder = self._ensure_recorder()
-            recorder.record(self._probe if self._probe is not None else data)
+            recorder.capture(self._probe if self._probe is not None else data)
             return logs
 
         train_step._deepeyes_original = original
@@ -221,7 +234,8 @@ class DeepEyesCallback(keras.callbacks.Callback):
                     reservoir_size=self.reservoir_size,
                     n_labels=max(out_dim, 2),
                     seed=self.seed,
-                    distributed=_is_distributed(model.distribute_strategy),
+                    strategy=model.distribute_strategy,
+                    jit_compile=self.jit_compile,
                 )
                 if self.probe_data is not None:
                     x, y = self.probe_data
@@ -244,7 +258,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
         began = time.perf_counter()
         if "analysed_layers" not in self._writer.manifest:
             self._writer.manifest.update(self._manifest_model())
-        state = self._recorder.read()
+        state = self._recorder.read(self._written_uid)
         arrays, samples, layer_records = {}, {}, {}
         for tap, layer_state in zip(self._recorder.taps, state["layers"], strict=True):
             key = f"L{tap.index}"
@@ -257,12 +271,10 @@ class DeepEyesCallback(keras.callbacks.Callback):
             stats["perplexity_histogram"] = interval
             stats["perplexity_change"] = change
             stats["histogram_cumulative"] = cumulative
-            res = layer_state["reservoir"]
-            uids = res["uid"][: self.reservoir_size]
-            stats["reservoir_uids"] = uids[uids >= 0]
+            stats["reservoir_uids"] = layer_state["reservoir_uids"]
             for name, value in stats.items():
                 arrays[f"{key}.{name}"] = value
-            samples[key] = self._new_samples(tap, res)
+            samples[key] = self._new_samples(tap, layer_state["new_samples"])
             raw = layer_state["stats"]
             layer_records[tap.name] = {
                 "key": key,
@@ -282,19 +294,16 @@ class DeepEyesCallback(keras.callbacks.Callback):
             "epoch_logs": epochs,
             "layers": layer_records,
         }
-        record["blocking_seconds"] = time.perf_counter() - began  # measured before the writes
+        record["read_seconds"] = time.perf_counter() - began
         self._writer.write_snapshot(record, arrays, samples)
+        self.last_blocking_seconds = time.perf_counter() - began
         self._last_snapshot_step = step
 
-    def _new_samples(self, tap, res) -> dict[str, np.ndarray]:
+    def _new_samples(self, tap, new) -> dict[str, np.ndarray]:
         """Reservoir instances not yet written, with their input-space boxes."""
-        uid = res["uid"][: self.reservoir_size]
-        last = self._written_uid.get(tap.index, -1)
-        rows = np.flatnonzero(uid > last)
-        rows = rows[np.argsort(uid[rows])]
-        if len(rows):
-            self._written_uid[tap.index] = int(uid[rows].max())
-        positions = res["position"][rows].astype(np.int64)
+        if len(new["uid"]):
+            self._written_uid[tap.index] = int(new["uid"].max())
+        positions = new["position"].astype(np.int64)
         start, size = self._boxes(tap, positions)
 
         def half(a):
@@ -302,16 +311,16 @@ class DeepEyesCallback(keras.callbacks.Callback):
             return np.clip(a, -_FLOAT16_MAX, _FLOAT16_MAX).astype(np.float16)
 
         return {
-            "uid": uid[rows].astype(np.int64),
-            "step": res["step"][rows].astype(np.int64),
-            "image": res["image"][rows].astype(np.int64),
+            "uid": new["uid"].astype(np.int64),
+            "step": new["step"].astype(np.int64),
+            "image": new["image"].astype(np.int64),
             "position": positions,
-            "label": res["label"][rows].astype(np.int32),
+            "label": new["label"].astype(np.int32),
             "box_start": start,
             "box_size": size,
-            "descriptor": half(res["descriptor"][rows]),
-            "activation": res["activation"][rows].astype(np.float32),
-            "patch": half(res["patch"][rows]),
+            "descriptor": half(new["descriptor"]),
+            "activation": new["activation"].astype(np.float32),
+            "patch": half(new["patch"]),
         }
 
     def _boxes(self, tap, positions):
@@ -352,6 +361,8 @@ class DeepEyesCallback(keras.callbacks.Callback):
                 "python": platform.python_version(),
             },
             "settings": {
+                "sample_every": self.sample_every,
+                "dense_steps": self.dense_steps,
                 "images_per_step": self.images_per_step,
                 "positions_per_image": self.positions_per_image,
                 "reservoir_size": self.reservoir_size,
@@ -415,12 +426,6 @@ class DeepEyesCallback(keras.callbacks.Callback):
                 for tap in rec.taps
             ],
         }
-
-
-def _is_distributed(strategy) -> bool:
-    return not isinstance(strategy, type(tf.distribute.get_strategy())) or (
-        strategy.num_replicas_in_sync > 1
-    )
 
 
 def _is_chief(strategy) -> bool:

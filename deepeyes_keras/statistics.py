@@ -19,6 +19,10 @@ BETA = 0.5  # frequency threshold, fraction of the running max (paper)
 THETA = 0.8  # reliability threshold, fraction of the running max (paper)
 # Bound on the (chunk x F x F) temporary of the pairwise |a_i - a_j| sums, in elements.
 _PAIRWISE_CHUNK_ELEMENTS = 1 << 22
+# Work budget of the pairwise sums per update, in m x F x F elements: wide layers use only the
+# first (random) instances of an update for the Jaccard sums, at least JACCARD_MIN_INSTANCES.
+JACCARD_BUDGET = 1 << 20
+JACCARD_MIN_INSTANCES = 4
 
 
 def clean_activations(acts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -59,6 +63,11 @@ def histogram_bins(perp: tf.Tensor, n_filters: int) -> tf.Tensor:
         return tf.fill(tf.shape(perp), N_BINS - 1)
     scaled = (perp - 1.0) / float(n_filters - 1) * N_BINS
     return tf.clip_by_value(tf.cast(tf.floor(scaled), tf.int32), 0, N_BINS - 1)
+
+
+def jaccard_instances(m: int, n_filters: int) -> int:
+    """How many of m instances enter the pairwise Jaccard sums of an F-filter layer."""
+    return int(min(m, max(JACCARD_MIN_INSTANCES, JACCARD_BUDGET // max(1, n_filters**2))))
 
 
 def pairwise_abs_diff_sum(acts: tf.Tensor) -> tf.Tensor:
@@ -150,13 +159,17 @@ class LayerStatistics:
         self.last_reached.assign(tf.where(reached, step, self.last_reached.read_value()))
 
         acts64 = tf.cast(acts, tf.float64)
-        self.sum.assign_add(tf.reduce_sum(acts64, axis=0))
-        self.abs_diff.assign_add(tf.cast(pairwise_abs_diff_sum(acts), tf.float64))
-        onehot = tf.one_hot(labels, self.n_labels, dtype=tf.float64)  # out-of-range -> zero row
-        self.label_sum.assign_add(tf.matmul(acts64, onehot, transpose_a=True))
+        self.label_sum.assign_add(tf.matmul(acts64, tf.one_hot(labels, self.n_labels,
+                                                               dtype=tf.float64),
+                                            transpose_a=True))  # out-of-range label: zero row
+        # phi needs sum a_i over the same instances as the pairwise sums, so both use the subset.
+        jac = acts[: jaccard_instances(acts.shape[0], self.n_filters)]
+        self.sum.assign_add(tf.reduce_sum(tf.cast(jac, tf.float64), axis=0))
+        self.abs_diff.assign_add(tf.cast(pairwise_abs_diff_sum(jac), tf.float64))
 
         bins = histogram_bins(perplexity(acts), self.n_filters)
-        counts = tf.math.bincount(bins, minlength=N_BINS, maxlength=N_BINS, dtype=tf.float64)
+        # one_hot + sum rather than bincount: static shapes, so it also compiles under XLA.
+        counts = tf.reduce_sum(tf.one_hot(bins, N_BINS, dtype=tf.float64), axis=0)
         self.histogram.assign_add(counts * weight)
 
     def variables(self) -> dict[str, tf.Variable]:

@@ -58,8 +58,6 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
@@ -71,10 +69,10 @@ def write_json(path: Path, obj) -> int:
     return count
 
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Writes a compressed .npz atomically."""
+def write_npz(path: Path, arrays: dict[str, np.ndarray], *, compress: bool = False) -> None:
+    """Writes an .npz atomically (uncompressed by default: it is written while training waits)."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    (np.savez_compressed if compress else np.savez)(buffer, **arrays)
     _atomic_write_bytes(path, buffer.getvalue())
 
 

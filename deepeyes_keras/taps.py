@@ -154,22 +154,31 @@ class _LayerTap:
 
 
 class Recorder:
-    """Taps, statistics and reservoirs of the analysed layers; build it on a built model.
+    """Capture in the train step, and a compiled measurement of the captured images.
+
+    The train step only *captures*: it counts the step and copies a few random images of the
+    batch (and their labels) into variables (:meth:`capture`, a handful of cheap ops). On sampled
+    steps the callback calls :meth:`measure`, a separate ``tf.function`` that runs the cached tap
+    model on the captured images with the weights of that step, samples receptive-field
+    positions, updates the statistics and offers the instances to the reservoir. Keeping the
+    measurement out of the train step keeps unsampled steps as fast as plain training.
 
     Args:
         model: the built model being trained.
         layers: the analysed layers (from :func:`resolve_layers`).
-        images_per_step: images of each batch whose receptive fields are sampled.
+        images_per_step: images of the batch captured per step (chosen at random).
         positions_per_image: random positions sampled per image in conv layers (with replacement).
         reservoir_size: instances kept per layer for the maps.
         n_labels: number of classes.
         seed: seed of every random draw.
-        distributed: keep per-replica copies of the state (``tf.distribute``), read from the
-            first replica.
+        strategy: the model's ``tf.distribute`` strategy: the capture variables get one copy per
+            replica and the first replica's copy is measured; everything else lives outside the
+            replicas.
+        jit_compile: compile :meth:`measure` with XLA.
     """
 
     def __init__(self, model, layers, *, images_per_step, positions_per_image, reservoir_size,
-                 n_labels, seed, distributed):
+                 n_labels, seed, strategy=None, jit_compile=False):
         if len(model.inputs) != 1:
             raise ValueError(
                 f"DeepEyesCallback supports models with one input; model {model.name!r} has "
@@ -179,77 +188,73 @@ class Recorder:
         self.positions_per_image = int(positions_per_image)
         self.n_labels = int(n_labels)
         self.seed = int(seed)
-        self.distributed = bool(distributed)
         self.input_shape = tuple(int(s) for s in model.inputs[0].shape[1:])
+        self.input_dtype = model.inputs[0].dtype
         maps = rf.input_space_maps(model, [layer.name for layer in layers])
         self.taps = [_LayerTap(i, layer, maps.get(layer.name)) for i, layer in enumerate(layers)]
         outputs = []
         for layer in layers:
             outputs += [layer.input, layer.output]
         self.tap_model = keras.Model(model.inputs, outputs, name="deepeyes_taps")
-        self.step = self._variable("deepeyes/step", tf.zeros([], tf.int64))
+
+        k = self.images_per_step
+        replicated = strategy is not None and _is_distributed(strategy)
+        with strategy.scope() if replicated else _no_scope():
+            self.step = _capture_variable("deepeyes/step", tf.zeros([], tf.int64), replicated)
+            self.captured_x = _capture_variable(
+                "deepeyes/captured_x", tf.zeros((k,) + self.input_shape, self.input_dtype),
+                replicated,
+            )
+            self.captured_y = _capture_variable("deepeyes/captured_y", tf.fill([k], -1), replicated)
+
+        def variable(name, value):
+            return tf.Variable(value, trainable=False, name=name)
+
         self.stats, self.reservoirs = [], []
         for tap in self.taps:
             prefix = f"deepeyes/L{tap.index}/"
-            self.stats.append(
-                LayerStatistics(
-                    tap.n_filters, self.n_labels,
-                    lambda name, value, p=prefix: self._variable(p + name, value),
-                )
-            )
-            self.reservoirs.append(
-                Reservoir(
-                    reservoir_size,
-                    {
-                        "descriptor": (tap.descriptor_size,),
-                        "activation": (tap.n_filters,),
-                        "patch": self.patch_shape(tap),
-                    },
-                    lambda name, value, p=prefix: self._variable(p + "reservoir/" + name, value),
-                    self._scatter,
-                    seed=self.seed * 7919 + tap.index,
-                )
-            )
+            self.stats.append(LayerStatistics(
+                tap.n_filters, self.n_labels, lambda n, v, p=prefix: variable(p + n, v)))
+            self.reservoirs.append(Reservoir(
+                reservoir_size,
+                {
+                    "descriptor": (tap.descriptor_size,),
+                    "activation": (tap.n_filters,),
+                    "patch": self.patch_shape(tap),
+                },
+                lambda n, v, p=prefix: variable(p + "reservoir/" + n, v),
+                lambda var, idx, upd: var.scatter_nd_update(idx, upd),
+                seed=self.seed * 7919 + tap.index,
+            ))
+        self.measure = tf.function(self._measure, jit_compile=jit_compile)
 
     def patch_shape(self, tap) -> tuple[int, ...]:
         if tap.space_map is None or not tap.space_map:
             return self.input_shape
         return tuple(m.size for m in tap.space_map) + (self.input_shape[-1],)
 
-    def _variable(self, name, value):
-        if not self.distributed:
-            return tf.Variable(value, trainable=False, name=name)
-        # One copy per replica; reading outside the replicas returns the first replica's copy.
-        return tf.Variable(
-            value,
-            trainable=False,
-            name=name,
-            synchronization=tf.VariableSynchronization.ON_READ,
-            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-        )
-
-    def _scatter(self, variable, indices, updates):
-        if self.distributed:  # replicated variables have no scatter ops
-            variable.assign(tf.tensor_scatter_nd_update(variable, indices, updates))
-        else:
-            variable.scatter_nd_update(indices, updates)
-
-    def record(self, data) -> None:
-        """Graph ops appended to the train step: sample, measure, keep."""
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        flat_x = tf.nest.flatten(x)
-        x = flat_x[0]
-        batch = tf.shape(x)[0]
+    def capture(self, data) -> None:
+        """Graph ops appended to the train step: count the step, keep k random images."""
         step = self.step.read_value() + 1
         self.step.assign(step)
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x = tf.nest.flatten(x)[0]
+        batch = tf.shape(x)[0]
         k = self.images_per_step
         seed = tf.stack([tf.constant(self.seed, tf.int64), step])
-        # Random images of the batch; a batch smaller than k repeats images (keeps shapes static).
+        # Random images of the batch; a batch smaller than k repeats images (static shapes).
         order = tf.argsort(tf.random.stateless_uniform([batch], seed=seed))
         pick = tf.gather(order, tf.math.floormod(tf.range(k), batch))
-        xs = tf.gather(x, pick)
+        self.captured_x.assign(tf.cast(tf.gather(x, pick), self.input_dtype))
         labels = labels_from_targets(y, self.n_labels)
-        ys = tf.fill([k], -1) if labels is None else tf.gather(labels, pick)
+        self.captured_y.assign(tf.fill([k], -1) if labels is None else tf.gather(labels, pick))
+
+    def _measure(self) -> None:
+        """Measures the captured images with the current weights (a compiled function)."""
+        step = tf.convert_to_tensor(self.step)
+        xs = tf.convert_to_tensor(self.captured_x)
+        ys = tf.convert_to_tensor(self.captured_y)
+        k = self.images_per_step
         image_ids = (step - 1) * k + tf.range(k, dtype=tf.int64)
         tapped = self.tap_model(xs, training=False)
         for tap, stats, reservoir in zip(self.taps, self.stats, self.reservoirs, strict=True):
@@ -298,18 +303,57 @@ class Recorder:
             },
         )
 
-    def read(self) -> dict:
-        """NumPy copies of every piece of state (outside the train step)."""
+    def read(self, written_uid: dict[int, int]) -> dict:
+        """NumPy copies of the state (outside the train step).
+
+        Args:
+            written_uid: per layer index, the largest reservoir uid already stored; only rows
+                with a larger uid are copied (the reservoir's bulk columns are large).
+        """
         def value(v):
             return tf.convert_to_tensor(v).numpy()
 
-        return {
-            "step": int(value(self.step)),
-            "layers": [
-                {
-                    "stats": {n: value(v) for n, v in stats.variables().items()},
-                    "reservoir": {n: value(v) for n, v in res.variables().items()},
-                }
-                for stats, res in zip(self.stats, self.reservoirs, strict=True)
-            ],
-        }
+        layers = []
+        for tap, stats, res in zip(self.taps, self.stats, self.reservoirs, strict=True):
+            uid = value(res.columns["uid"])[: res.capacity]
+            rows = np.flatnonzero(uid > written_uid.get(tap.index, -1))
+            rows = rows[np.argsort(uid[rows], kind="stable")]
+            new = {"uid": uid[rows]}
+            for name, column in res.columns.items():
+                if name != "uid":
+                    new[name] = tf.gather(tf.convert_to_tensor(column), rows).numpy()
+            layers.append({
+                "stats": {n: value(v) for n, v in stats.variables().items()},
+                "reservoir_uids": uid[uid >= 0],
+                "new_samples": new,
+            })
+        return {"step": int(value(self.step)), "layers": layers}
+
+
+def _is_distributed(strategy) -> bool:
+    """True for any strategy other than the default one (even with a single replica)."""
+    return not isinstance(strategy, type(tf.distribute.get_strategy())) or (
+        strategy.num_replicas_in_sync > 1
+    )
+
+
+class _no_scope:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _capture_variable(name, value, replicated):
+    if not replicated:
+        return tf.Variable(value, trainable=False, name=name)
+    # One copy per replica, written inside the replicas; read outside them, the first
+    # replica's copy is returned.
+    return tf.Variable(
+        value,
+        trainable=False,
+        name=name,
+        synchronization=tf.VariableSynchronization.ON_READ,
+        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+    )
