@@ -1,0 +1,40 @@
+"""The ``deepeyes`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _demo(args) -> int:
+    from deepeyes_keras.demo import train_demo
+
+    mnist = args.mnist or os.environ.get("DEEPEYES_MNIST")
+    train_demo(mnist=mnist, steps=args.steps, log_dir=args.log_dir, run_name=args.run_name,
+               seed=args.seed, verbose=0 if args.quiet else 1)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepeyes", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="train a network with DeepEyes watching")
+    demo.add_argument("--mnist", help="MNIST .npz (Keras layout); default: $DEEPEYES_MNIST, "
+                      "else scikit-learn's digits (no download)")
+    demo.add_argument("--steps", type=int, default=2000, help="training iterations (batch 64)")
+    demo.add_argument("--log-dir", default="deepeyes_runs", help="directory of the runs")
+    demo.add_argument("--run-name", default=None, help="name of the run directory")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true", help="no progress output")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
