@@ -60,6 +60,9 @@ class DeepEyesCallback(keras.callbacks.Callback):
         reservoir_size: instances kept per layer for the input map.
         probe_data: optional fixed ``(x, y)`` to sample from instead of the training batches.
         seed: seed of every random draw.
+        maps: compute each snapshot's input map and filter map in a low-priority background
+            process; ``fit`` waits for the last ones when training ends (progress is shown).
+            With False, compute them later with ``deepeyes maps RUN``.
         jit_compile: compile the measurement with XLA (the train step itself is left as Keras
             compiles it).
         verbose: 0 silent, 1 a line when recording starts and ends.
@@ -72,7 +75,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
     def __init__(self, log_dir="deepeyes_runs", *, run_name=None, layers=None,
                  snapshot_every="auto", sample_every=10, dense_steps=20, images_per_step=16,
                  positions_per_image=10, reservoir_size=2000, probe_data=None, seed=0,
-                 jit_compile=False, verbose=1):
+                 maps=True, jit_compile=False, verbose=1):
         super().__init__()
         if not isinstance(log_dir, str | Path) or not str(log_dir):
             raise ValueError(f"Invalid value for argument log_dir. Received: log_dir={log_dir!r}. "
@@ -113,6 +116,10 @@ class DeepEyesCallback(keras.callbacks.Callback):
         if not isinstance(jit_compile, bool):
             raise ValueError("Invalid value for argument jit_compile. Received: "
                              f"jit_compile={jit_compile!r}. Expected True or False.")
+        if not isinstance(maps, bool):
+            raise ValueError(f"Invalid value for argument maps. Received: maps={maps!r}. "
+                             "Expected True or False.")
+        self.maps = maps
         self.jit_compile = jit_compile
         self.verbose = verbose
         self._reset()
@@ -134,6 +141,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
         self._prev_interval: dict[int, np.ndarray] = {}
         self._written_uid: dict[int, int] = {}
         self._fit_start = None
+        self._map_worker = None
 
     @property
     def run_dir(self) -> Path | None:
@@ -190,6 +198,11 @@ class DeepEyesCallback(keras.callbacks.Callback):
             step = int(self._recorder.step.numpy())
             if step > self._last_snapshot_step:
                 self._snapshot(step)
+        if self._map_worker is not None:
+            if self.verbose:
+                print("DeepEyes: finishing the input and filter maps")
+            self._map_worker.close(verbose=bool(self.verbose))
+            self._map_worker = None
         if self._writer is not None:
             self._writer.set_status("finished", updated=_now())
             if self.verbose:
@@ -296,6 +309,12 @@ class DeepEyesCallback(keras.callbacks.Callback):
         }
         record["read_seconds"] = time.perf_counter() - began
         self._writer.write_snapshot(record, arrays, samples)
+        if self.maps:
+            if self._map_worker is None:
+                from deepeyes_keras.maps import MapWorker
+
+                self._map_worker = MapWorker(self._writer.run_dir, seed=self.seed)
+            self._map_worker.notify()
         self.last_blocking_seconds = time.perf_counter() - began
         self._last_snapshot_step = step
 

@@ -16,6 +16,18 @@ def _demo(args) -> int:
     return 0
 
 
+def _maps(args) -> int:
+    from deepeyes_keras.maps import compute_missing_maps
+
+    def progress(done, total, message):
+        print(f"[{done}/{total}] {message}", flush=True)
+
+    n = compute_missing_maps(args.run, max_points=args.max_points, seed=args.seed,
+                             progress=progress)
+    print(f"{n} maps written to {args.run}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepeyes", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -28,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress output")
     demo.set_defaults(func=_demo)
+    maps = sub.add_parser("maps", help="compute the input and filter maps a run still lacks")
+    maps.add_argument("run", help="run directory")
+    maps.add_argument("--max-points", type=int, default=2000, help="points per input map")
+    maps.add_argument("--seed", type=int, default=0)
+    maps.set_defaults(func=_maps)
     return parser
 
 

@@ -84,6 +84,19 @@ class LayerSnapshot:
     def samples(self) -> Samples:
         return self._snapshot._run._samples(self.key, self.reservoir_uids)
 
+    @property
+    def maps(self) -> dict[str, np.ndarray] | None:
+        """The input map and filter map of this layer at this snapshot, or None if not computed.
+
+        Keys: ``uid`` and ``xy`` (input-map points: reservoir instance ids and 2-D positions),
+        ``filter_xy``, ``filter_label`` (-1: never fired), ``filter_strength``.
+        """
+        path = self._snapshot._run.path / "maps" / self.key / f"step-{self._snapshot.step:08d}.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+
     def __repr__(self) -> str:
         return f"LayerSnapshot({self.name!r}, step={self._snapshot.step})"
 

@@ -1,0 +1,204 @@
+"""Input maps and filter maps of every snapshot, computed off the training thread.
+
+The maps are a stage of their own: they read a run directory and write
+``maps/L<i>/step-NNNNNNNN.npz`` beside the snapshots, atomically. :func:`compute_missing_maps` does
+the work for whatever snapshots lack maps, in step order, so it is idempotent and can be re-run
+(``deepeyes maps RUN``). During training, :class:`MapWorker` runs it in a separate, low-priority
+process (no TensorFlow, no shared interpreter lock with training) each time a snapshot lands, and
+when training ends the callback waits for it, showing progress, so every snapshot gets its maps.
+
+Layouts stay comparable from one snapshot to the next: the input map of a snapshot starts from the
+previous snapshot's layout of the same layer (instances still in the reservoir keep their place,
+new ones start at their nearest kept neighbours, see ``embedding.carry_layout``) and runs a short
+optimisation; the first snapshot of a layer starts from PCA with the full schedule.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from deepeyes_keras import embedding
+from deepeyes_keras.reader import load_run
+from deepeyes_keras.store import write_npz
+
+PCA_DIMENSIONS = 50  # descriptors are reduced to this many dimensions before t-SNE
+FRESH_SCHEDULE = {"early_iter": 250, "n_iter": 300}
+CARRIED_SCHEDULE = {"early_iter": 0, "n_iter": 150}
+
+
+def maps_path(run_dir: Path, key: str, step: int) -> Path:
+    return Path(run_dir) / "maps" / key / f"step-{int(step):08d}.npz"
+
+
+def _reduce(descriptors: np.ndarray, seed: int) -> np.ndarray:
+    x = np.nan_to_num(descriptors.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if x.shape[1] <= PCA_DIMENSIONS or x.shape[0] <= PCA_DIMENSIONS:
+        return x
+    from sklearn.decomposition import PCA
+
+    return PCA(PCA_DIMENSIONS, random_state=seed).fit_transform(x).astype(np.float32)
+
+
+def layer_maps(layer, *, previous: dict | None = None, max_points: int = 2000,
+               seed: int = 0) -> dict[str, np.ndarray]:
+    """Computes the input map and filter map of one layer at one snapshot.
+
+    Args:
+        layer: a :class:`~deepeyes_keras.reader.LayerSnapshot`.
+        previous: the maps of the same layer at the previous snapshot, to start from.
+        max_points: bound on the input map's points (a seeded subset of the reservoir).
+        seed: seed of the subset and the embeddings.
+
+    Returns:
+        Arrays: ``uid`` and ``xy`` of the input map's points; ``filter_xy``, ``filter_label``,
+        ``filter_strength`` and ``filter_perplexity`` of the filter map; ``seconds``.
+    """
+    began = time.perf_counter()
+    samples = layer.samples
+    order = np.arange(len(samples))
+    if len(order) > max_points:
+        order = np.sort(np.random.default_rng(seed).choice(len(order), max_points, replace=False))
+    uid = samples.uid[order]
+    x = _reduce(samples.descriptor[order], seed)
+    if previous is not None and len(previous["uid"]) and len(uid):
+        init = embedding.carry_layout(list(previous["uid"]), previous["xy"], list(uid), x)
+        xy = embedding.input_map(x, init=init, seed=seed, **CARRIED_SCHEDULE)
+    else:
+        xy = embedding.input_map(x, seed=seed, **FRESH_SCHEDULE)
+    fmap = embedding.filter_map(layer.jaccard, layer.label_activation, seed=seed)
+    return {
+        "uid": uid.astype(np.int64),
+        "xy": np.asarray(xy, np.float32),
+        "filter_xy": np.asarray(fmap.xy, np.float32),
+        "filter_label": np.asarray(fmap.label, np.int32),
+        "filter_strength": np.asarray(fmap.strength, np.float32),
+        "filter_perplexity": np.float32(fmap.perplexity_used),
+        "seconds": np.float32(time.perf_counter() - began),
+    }
+
+
+def missing_maps(run) -> list[tuple[int, str]]:
+    """(step, layer key) pairs of the run that have no maps yet, in step order."""
+    return [
+        (snap.step, layer.key)
+        for snap in run.snapshots
+        for layer in snap.layers.values()
+        if not maps_path(run.path, layer.key, snap.step).is_file()
+    ]
+
+
+def compute_missing_maps(run_dir, *, max_points: int = 2000, seed: int = 0,
+                         progress=None) -> int:
+    """Computes every missing map of a run, in step order; returns how many were written.
+
+    Args:
+        run_dir: the run directory.
+        max_points: bound on the points of each input map.
+        seed: seed of the embeddings.
+        progress: optional ``callable(done, total, message)``.
+    """
+    run = load_run(run_dir)
+    todo = set(missing_maps(run))
+    total, done = len(todo), 0
+    previous: dict[str, dict] = {}
+    for snap in run.snapshots:
+        for name, layer in snap.layers.items():
+            path = maps_path(run.path, layer.key, snap.step)
+            if (snap.step, layer.key) not in todo:
+                if path.is_file():
+                    with np.load(path) as data:
+                        previous[layer.key] = {"uid": data["uid"], "xy": data["xy"]}
+                continue
+            arrays = layer_maps(layer, previous=previous.get(layer.key), max_points=max_points,
+                                seed=seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_npz(path, arrays)
+            previous[layer.key] = arrays
+            done += 1
+            if progress:
+                progress(done, total, f"maps of {name} at step {snap.step} "
+                                      f"({float(arrays['seconds']):.1f} s)")
+    return done
+
+
+def _worker_main(run_dir, inbox, outbox, max_points, seed):
+    import warnings
+
+    # scikit-learn cannot use its process pool inside this (daemon) process; one thread is fine.
+    warnings.filterwarnings("ignore", message="Loky-backed parallel loops")
+    try:
+        os.nice(19)  # training keeps the cores; the maps use what it leaves
+    except (AttributeError, OSError):  # pragma: no cover - platform without nice
+        pass
+
+    def report(done, total, message):
+        outbox.put(("progress", done, total, message))
+
+    while True:
+        message = inbox.get()
+        while not inbox.empty() and message != "stop":  # coalesce queued snapshot notices
+            message = inbox.get()
+        try:
+            compute_missing_maps(run_dir, max_points=max_points, seed=seed, progress=report)
+        except Exception as err:  # noqa: BLE001 - reported to the parent, which shows it
+            outbox.put(("error", repr(err)))
+        if message == "stop":
+            outbox.put(("stopped",))
+            return
+
+
+class MapWorker:
+    """A background process that keeps a run's maps up to date.
+
+    Args:
+        run_dir: the run directory.
+        max_points: bound on the points of each input map.
+        seed: seed of the embeddings.
+    """
+
+    def __init__(self, run_dir, *, max_points: int = 2000, seed: int = 0):
+        context = multiprocessing.get_context("spawn")  # never fork a process running TF
+        self._inbox = context.Queue()
+        self._outbox = context.Queue()
+        self._process = context.Process(
+            target=_worker_main,
+            args=(str(run_dir), self._inbox, self._outbox, max_points, seed),
+            name="deepeyes-maps",
+            daemon=True,
+        )
+        self._process.start()
+        self.errors: list[str] = []
+
+    def notify(self) -> None:
+        """Tells the worker a snapshot landed (cheap; never blocks training)."""
+        self._inbox.put("snapshot")
+
+    def close(self, *, verbose: bool = True, timeout: float | None = None) -> None:
+        """Asks for the remaining maps, waits for them (showing progress) and stops the worker."""
+        if not self._process.is_alive():
+            return
+        self._inbox.put("stop")
+        began = time.perf_counter()
+        while True:
+            remaining = None if timeout is None else max(0.0, timeout - (time.perf_counter() - began))
+            try:
+                message = self._outbox.get(timeout=remaining if remaining is not None else 3600)
+            except Exception:  # noqa: BLE001 - queue.Empty: give up waiting
+                break
+            if message[0] == "stopped":
+                break
+            if message[0] == "error":
+                self.errors.append(message[1])
+                print(f"DeepEyes: computing maps failed: {message[1]}")
+            elif message[0] == "progress" and verbose:
+                _, done, total, text = message
+                if done == total or done % 8 == 0:
+                    print(f"DeepEyes: maps {done}/{total} ({text})", flush=True)
+        self._process.join(timeout=5)
+        if self._process.is_alive():
+            self._process.terminate()

@@ -1,0 +1,57 @@
+"""Maps of every snapshot: computed off the training thread, carried between snapshots."""
+
+import keras
+import numpy as np
+import pytest
+from scipy.spatial import procrustes
+
+from deepeyes_keras import DeepEyesCallback, load_run
+from deepeyes_keras.maps import compute_missing_maps, layer_maps, maps_path
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_run(tmp_path, maps):
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 3, 96)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(6, 3, name="conv"),
+                              keras.layers.Flatten(), keras.layers.Dense(3, name="out")])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cb = DeepEyesCallback(log_dir=tmp_path, run_name="r", snapshot_every=4, maps=maps,
+                          reservoir_size=300, verbose=0)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])  # 12 steps: ends on a snapshot
+    return cb.run_dir
+
+
+def test_every_snapshot_has_maps_when_fit_returns(tmp_path):
+    run = load_run(tiny_run(tmp_path, maps=True))
+    assert [s.step for s in run.snapshots] == [4, 8, 12]
+    for snap in run.snapshots:
+        for name, layer in snap.layers.items():
+            maps = layer.maps
+            assert maps is not None, (snap.step, name)
+            assert maps["xy"].shape == (len(maps["uid"]), 2)
+            assert np.isfinite(maps["xy"]).all()
+            assert set(maps["uid"]) <= set(layer.reservoir_uids)
+            n_filters = layer.max_activation.shape[0]
+            assert maps["filter_xy"].shape == (n_filters, 2)
+            assert maps["filter_label"].shape == (n_filters,)
+
+
+def test_maps_can_be_computed_later_and_layouts_stay_comparable(tmp_path):
+    run_dir = tiny_run(tmp_path, maps=False)
+    assert not (run_dir / "maps").exists()
+    written = compute_missing_maps(run_dir)
+    assert written == 3 * 2
+    assert compute_missing_maps(run_dir) == 0  # idempotent
+    run = load_run(run_dir)
+    a, b = run.snapshots[1].layers["conv"].maps, run.snapshots[2].layers["conv"].maps
+    shared, ia, ib = np.intersect1d(a["uid"], b["uid"], return_indices=True)
+    assert len(shared) > 50
+    _, _, carried = procrustes(a["xy"][ia], b["xy"][ib])
+    # The same snapshot embedded from scratch (PCA start) moves the shared points much more.
+    fresh = layer_maps(run.snapshots[2].layers["conv"], previous=None)
+    _, _, scratch = procrustes(a["xy"][ia], fresh["xy"][ib])
+    assert carried < 0.5 * scratch, (carried, scratch)
+    assert maps_path(run_dir, "L0", 12).is_file()
