@@ -61,8 +61,9 @@ class DeepEyesCallback(keras.callbacks.Callback):
         probe_data: optional fixed ``(x, y)`` to sample from instead of the training batches.
         seed: seed of every random draw.
         maps: compute each snapshot's input map and filter map in a low-priority background
-            process; ``fit`` waits for the last ones when training ends (progress is shown).
-            With False, compute them later with ``deepeyes maps RUN``.
+            process. ``fit`` does not wait for the last ones: ``wait_for_maps()`` does, and so
+            does the interpreter at exit. With False, compute them later with
+            ``deepeyes maps RUN``.
         jit_compile: compile the measurement with XLA (the train step itself is left as Keras
             compiles it).
         verbose: 0 silent, 1 a line when recording starts and ends.
@@ -199,16 +200,26 @@ class DeepEyesCallback(keras.callbacks.Callback):
             if step > self._last_snapshot_step:
                 self._snapshot(step)
         if self._map_worker is not None:
+            # The last maps are finished in the background: fit() returns now.
+            self._map_worker.finish()
             if self.verbose:
-                print("DeepEyes: finishing the input and filter maps")
-            self._map_worker.close(verbose=bool(self.verbose))
-            self._map_worker = None
+                print("DeepEyes: the last input and filter maps are being computed in the "
+                      "background (callback.wait_for_maps() waits for them).")
         if self._writer is not None:
             self._writer.set_status("finished", updated=_now())
             if self.verbose:
                 n = len(self._writer.manifest["snapshots"])
                 print(f"DeepEyes: {n} snapshots in {self._writer.run_dir}")
         self._uninstall(model)
+
+    def wait_for_maps(self, verbose: bool | None = None) -> None:
+        """Blocks until every snapshot's maps are written (they are computed in the background)."""
+        if self._map_worker is not None:
+            self._map_worker.wait(verbose=bool(self.verbose if verbose is None else verbose))
+            if self._map_worker.errors:
+                raise RuntimeError(f"DeepEyes could not compute some maps: "
+                                   f"{self._map_worker.errors}. Run `deepeyes maps "
+                                   f"{self.run_dir}` to retry.")
 
     # -- capture inside the train step ---------------------------------------------------------
 
@@ -310,7 +321,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
         record["read_seconds"] = time.perf_counter() - began
         self._writer.write_snapshot(record, arrays, samples)
         if self.maps:
-            if self._map_worker is None:
+            if self._map_worker is None or not self._map_worker.accepting:
                 from deepeyes_keras.maps import MapWorker
 
                 self._map_worker = MapWorker(self._writer.run_dir, seed=self.seed)

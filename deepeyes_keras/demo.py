@@ -47,6 +47,7 @@ def train_demo(*, mnist: str | None = None, steps: int = 2000, log_dir: str = "d
     model.fit(x, y, batch_size=batch, epochs=epochs, steps_per_epoch=min(steps, steps_per_epoch),
               verbose=verbose, callbacks=[cb])
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
+    cb.wait_for_maps()
     if verbose:
         print(f"Trained {model.name} for {epochs * min(steps, steps_per_epoch)} steps in "
               f"{time.perf_counter() - began:.0f} s; test accuracy {accuracy:.4f}.")

@@ -15,6 +15,7 @@ optimisation; the first snapshot of a layer starts from PCA with the full schedu
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import time
@@ -173,16 +174,25 @@ class MapWorker:
         )
         self._process.start()
         self.errors: list[str] = []
+        self.accepting = True
+        # A script that ends right after fit() still gets every map: wait for them at exit.
+        atexit.register(self.wait)
 
     def notify(self) -> None:
         """Tells the worker a snapshot landed (cheap; never blocks training)."""
         self._inbox.put("snapshot")
 
-    def close(self, *, verbose: bool = True, timeout: float | None = None) -> None:
-        """Asks for the remaining maps, waits for them (showing progress) and stops the worker."""
+    def finish(self) -> None:
+        """Lets the worker catch up with the last snapshots, then stop; does not wait."""
+        if self.accepting:
+            self._inbox.put("stop")
+            self.accepting = False
+
+    def wait(self, *, verbose: bool = True, timeout: float | None = None) -> None:
+        """Waits (showing progress) until the worker has written every map and stopped."""
+        self.finish()
         if not self._process.is_alive():
             return
-        self._inbox.put("stop")
         began = time.perf_counter()
         while True:
             remaining = None if timeout is None else max(0.0, timeout - (time.perf_counter() - began))
@@ -202,3 +212,4 @@ class MapWorker:
         self._process.join(timeout=5)
         if self._process.is_alive():
             self._process.terminate()
+        atexit.unregister(self.wait)

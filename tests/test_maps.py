@@ -21,6 +21,7 @@ def tiny_run(tmp_path, maps):
     cb = DeepEyesCallback(log_dir=tmp_path, run_name="r", snapshot_every=4, maps=maps,
                           reservoir_size=300, verbose=0)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])  # 12 steps: ends on a snapshot
+    cb.wait_for_maps()
     return cb.run_dir
 
 
@@ -55,3 +56,26 @@ def test_maps_can_be_computed_later_and_layouts_stay_comparable(tmp_path):
     _, _, scratch = procrustes(a["xy"][ia], fresh["xy"][ib])
     assert carried < 0.5 * scratch, (carried, scratch)
     assert maps_path(run_dir, "L0", 12).is_file()
+
+
+def test_a_script_ending_right_after_fit_still_gets_every_map(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import numpy as np, keras
+        from deepeyes_keras import DeepEyesCallback
+        rng = np.random.default_rng(0)
+        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
+                                  keras.layers.Flatten(), keras.layers.Dense(3)])
+        model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        cb = DeepEyesCallback(log_dir={str(tmp_path)!r}, run_name="exit", snapshot_every=3,
+                              verbose=0)
+        model.fit(rng.random((48, 8, 8, 1)), rng.integers(0, 3, 48), batch_size=8, verbose=0,
+                  callbacks=[cb])
+    """)  # no wait_for_maps(): the interpreter waits at exit
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=600)
+    run = load_run(tmp_path / "exit")
+    assert [s.step for s in run.snapshots] == [3, 6]
+    assert all(layer.maps is not None for s in run.snapshots for layer in s.layers.values())
