@@ -22,9 +22,12 @@ def _maps(args) -> int:
     def progress(done, total, message):
         print(f"[{done}/{total}] {message}", flush=True)
 
+    from deepeyes_keras.views import write_views
+
     n = compute_missing_maps(args.run, max_points=args.max_points, seed=args.seed,
                              progress=progress)
-    print(f"{n} maps written to {args.run}")
+    views = write_views(args.run)
+    print(f"{n} maps and {len(views)} views written to {args.run}")
     return 0
 
 
@@ -40,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress output")
     demo.set_defaults(func=_demo)
-    maps = sub.add_parser("maps", help="compute the input and filter maps a run still lacks")
+    maps = sub.add_parser("maps", help="compute the maps and chart views a run still lacks")
     maps.add_argument("run", help="run directory")
     maps.add_argument("--max-points", type=int, default=2000, help="points per input map")
     maps.add_argument("--seed", type=int, default=0)

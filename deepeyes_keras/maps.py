@@ -1,5 +1,7 @@
 """Input maps and filter maps of every snapshot, computed off the training thread.
 
+The worker also writes each snapshot's chart specs once its maps exist (``views.py``).
+
 The maps are a stage of their own: they read a run directory and write
 ``maps/L<i>/step-NNNNNNNN.npz`` beside the snapshots, atomically. :func:`compute_missing_maps` does
 the work for whatever snapshots lack maps, in step order, so it is idempotent and can be re-run
@@ -137,15 +139,19 @@ def _worker_main(run_dir, inbox, outbox, max_points, seed):
     except (AttributeError, OSError):  # pragma: no cover - platform without nice
         pass
 
+    from deepeyes_keras.views import _ThumbnailCache, write_views
+
     def report(done, total, message):
         outbox.put(("progress", done, total, message))
 
+    cache = _ThumbnailCache()
     while True:
         message = inbox.get()
         while not inbox.empty() and message != "stop":  # coalesce queued snapshot notices
             message = inbox.get()
         try:
             compute_missing_maps(run_dir, max_points=max_points, seed=seed, progress=report)
+            write_views(run_dir, cache=cache)
         except Exception as err:  # noqa: BLE001 - reported to the parent, which shows it
             outbox.put(("error", repr(err)))
         if message == "stop":
