@@ -18,8 +18,12 @@ optimisation; the first snapshot of a layer starts from PCA with the full schedu
 from __future__ import annotations
 
 import atexit
-import multiprocessing
+import json
 import os
+import queue
+import subprocess
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -129,38 +133,43 @@ def compute_missing_maps(run_dir, *, max_points: int = 2000, seed: int = 0,
     return done
 
 
-def _worker_main(run_dir, inbox, outbox, max_points, seed):
+def _worker_main(run_dir: str, max_points: int, seed: int) -> None:
+    """Entry point of the worker process: ``python -m deepeyes_keras.maps RUN MAX_POINTS SEED``.
+
+    Reads one line per snapshot notice ("snapshot") or "stop" on stdin, and writes one JSON line
+    per event on stdout. It never imports TensorFlow, nor the user's script (which
+    ``multiprocessing``'s spawn would re-import, re-running an unguarded training script).
+    """
+    import json
+    import sys
     import warnings
 
-    # scikit-learn cannot use its process pool inside this (daemon) process; one thread is fine.
     warnings.filterwarnings("ignore", message="Loky-backed parallel loops")
     try:
         os.nice(19)  # training keeps the cores; the maps use what it leaves
     except (AttributeError, OSError):  # pragma: no cover - platform without nice
         pass
-
     from deepeyes_keras.views import _ThumbnailCache, write_views
 
-    def report(done, total, message):
-        outbox.put(("progress", done, total, message))
+    def send(*event):
+        print(json.dumps(event), flush=True)
 
     cache = _ThumbnailCache()
-    while True:
-        message = inbox.get()
-        while not inbox.empty() and message != "stop":  # coalesce queued snapshot notices
-            message = inbox.get()
+    for line in sys.stdin:
+        message = line.strip()
         try:
-            compute_missing_maps(run_dir, max_points=max_points, seed=seed, progress=report)
+            compute_missing_maps(run_dir, max_points=max_points, seed=seed,
+                                 progress=lambda d, t, m: send("progress", d, t, m))
             write_views(run_dir, cache=cache)
         except Exception as err:  # noqa: BLE001 - reported to the parent, which shows it
-            outbox.put(("error", repr(err)))
+            send("error", repr(err))
         if message == "stop":
-            outbox.put(("stopped",))
-            return
+            break
+    send("stopped")
 
 
 class MapWorker:
-    """A background process that keeps a run's maps up to date.
+    """A background process that keeps a run's maps and views up to date.
 
     Args:
         run_dir: the run directory.
@@ -169,53 +178,82 @@ class MapWorker:
     """
 
     def __init__(self, run_dir, *, max_points: int = 2000, seed: int = 0):
-        context = multiprocessing.get_context("spawn")  # never fork a process running TF
-        self._inbox = context.Queue()
-        self._outbox = context.Queue()
-        self._process = context.Process(
-            target=_worker_main,
-            args=(str(run_dir), self._inbox, self._outbox, max_points, seed),
-            name="deepeyes-maps",
-            daemon=True,
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "deepeyes_keras.maps", str(run_dir), str(max_points),
+             str(seed)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
         )
-        self._process.start()
+        self._events: queue.Queue = queue.Queue()
+        # Read the worker's output continuously so its pipe never fills up and blocks it.
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         self.errors: list[str] = []
         self.accepting = True
+        self._stopped = False
         # A script that ends right after fit() still gets every map: wait for them at exit.
         atexit.register(self.wait)
 
+    def _read(self):
+        for line in self._process.stdout:
+            try:
+                self._events.put(json.loads(line))
+            except ValueError:
+                continue
+        self._events.put(["stopped"])
+
+    def _send(self, message: str) -> None:
+        try:
+            self._process.stdin.write(message + "\n")
+            self._process.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            self.accepting = False
+
     def notify(self) -> None:
         """Tells the worker a snapshot landed (cheap; never blocks training)."""
-        self._inbox.put("snapshot")
+        if self.accepting:
+            self._send("snapshot")
 
     def finish(self) -> None:
         """Lets the worker catch up with the last snapshots, then stop; does not wait."""
         if self.accepting:
-            self._inbox.put("stop")
+            self._send("stop")
             self.accepting = False
+            try:
+                self._process.stdin.close()
+            except OSError:
+                pass
 
     def wait(self, *, verbose: bool = True, timeout: float | None = None) -> None:
         """Waits (showing progress) until the worker has written every map and stopped."""
         self.finish()
-        if not self._process.is_alive():
-            return
         began = time.perf_counter()
-        while True:
-            remaining = None if timeout is None else max(0.0, timeout - (time.perf_counter() - began))
+        while not self._stopped:
+            left = None if timeout is None else timeout - (time.perf_counter() - began)
+            if left is not None and left <= 0:
+                break
             try:
-                message = self._outbox.get(timeout=remaining if remaining is not None else 3600)
-            except Exception:  # noqa: BLE001 - queue.Empty: give up waiting
+                event = self._events.get(timeout=left)
+            except queue.Empty:
                 break
-            if message[0] == "stopped":
+            if event[0] == "stopped":
+                self._stopped = True
                 break
-            if message[0] == "error":
-                self.errors.append(message[1])
-                print(f"DeepEyes: computing maps failed: {message[1]}")
-            elif message[0] == "progress" and verbose:
-                _, done, total, text = message
+            if event[0] == "error":
+                self.errors.append(event[1])
+                print(f"DeepEyes: computing maps failed: {event[1]}", flush=True)
+            elif event[0] == "progress" and verbose:
+                _, done, total, text = event
                 if done == total or done % 8 == 0:
                     print(f"DeepEyes: maps {done}/{total} ({text})", flush=True)
-        self._process.join(timeout=5)
-        if self._process.is_alive():
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             self._process.terminate()
         atexit.unregister(self.wait)
+
+
+if __name__ == "__main__":
+    _worker_main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
