@@ -31,6 +31,25 @@ def _maps(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from deepeyes_keras.findings import _summary, format_report, run_findings, write_findings
+    from deepeyes_keras.reader import load_run
+
+    run = load_run(args.run)
+    if not run.snapshots:
+        print(f"{args.run}: no snapshots yet")
+        return 1
+    if args.save:
+        write_findings(args.run)
+        run = load_run(args.run)
+    record = run.snapshots[-1].record
+    summary = record.get("findings_summary") or _summary(run_findings(run))
+    print(f"Run {run.name} ({run.status}, {run.manifest['model']['name']}, "
+          f"{run.manifest['model'].get('parameters', '?')} parameters)")
+    print(format_report(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepeyes", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     maps.add_argument("--max-points", type=int, default=2000, help="points per input map")
     maps.add_argument("--seed", type=int, default=0)
     maps.set_defaults(func=_maps)
+    report = sub.add_parser("report", help="print a run's findings (T1-T5) as a table")
+    report.add_argument("run", help="run directory")
+    report.add_argument("--save", action="store_true",
+                        help="also write the findings into the snapshots")
+    report.set_defaults(func=_report)
     return parser
 
 

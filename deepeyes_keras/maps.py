@@ -149,6 +149,7 @@ def _worker_main(run_dir: str, max_points: int, seed: int) -> None:
         os.nice(19)  # training keeps the cores; the maps use what it leaves
     except (AttributeError, OSError):  # pragma: no cover - platform without nice
         pass
+    from deepeyes_keras.findings import write_findings
     from deepeyes_keras.views import _ThumbnailCache, write_views
 
     def send(*event):
@@ -161,6 +162,7 @@ def _worker_main(run_dir: str, max_points: int, seed: int) -> None:
             compute_missing_maps(run_dir, max_points=max_points, seed=seed,
                                  progress=lambda d, t, m: send("progress", d, t, m))
             write_views(run_dir, cache=cache)
+            write_findings(run_dir)
         except Exception as err:  # noqa: BLE001 - reported to the parent, which shows it
             send("error", repr(err))
         if message == "stop":

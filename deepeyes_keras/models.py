@@ -48,6 +48,7 @@ def lenet(*, conv1: int = 20, conv2: int = 50, fc1: int = 500, n_classes: int = 
     )
 
 
+@keras.saving.register_keras_serializable(package="deepeyes_keras")
 class CaffeInvSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Caffe's "inv" policy: lr = base * (1 + gamma * iter) ** -power."""
 

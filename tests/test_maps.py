@@ -1,11 +1,14 @@
 """Maps of every snapshot: computed off the training thread, carried between snapshots."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
 from scipy.spatial import procrustes
 
 from deepeyes_keras import DeepEyesCallback, load_run
+from deepeyes_keras.findings import format_report
 from deepeyes_keras.maps import compute_missing_maps, layer_maps, maps_path
 
 pytestmark = pytest.mark.slow
@@ -38,6 +41,15 @@ def test_every_snapshot_has_maps_when_fit_returns(tmp_path):
             n_filters = layer.max_activation.shape[0]
             assert maps["filter_xy"].shape == (n_filters, 2)
             assert maps["filter_label"].shape == (n_filters,)
+        # The worker also adds the findings to every snapshot (T1-T5 with their evidence).
+        assert set(snap.record["findings"]["layers"]) == {"conv", "out"}
+    summary = json.loads((run.path / "findings.json").read_text())
+    assert summary["step"] == 12
+    report = format_report(summary)
+    assert "conv" in report and "suggest width" in report
+    for name in ("overview", "histograms"):
+        assert (run.path / "views" / f"{name}.vl.json").is_file()
+    assert (run.path / "views" / "step-00000012" / "L1.vl.json").is_file()
 
 
 def test_maps_can_be_computed_later_and_layouts_stay_comparable(tmp_path):
