@@ -16,8 +16,10 @@ pytestmark = pytest.mark.slow
 
 def tiny_run(tmp_path, maps):
     rng = np.random.default_rng(0)
-    x = rng.random((96, 8, 8, 1)).astype("float32")
     y = rng.integers(0, 3, 96)
+    # Three image templates plus noise: the receptive fields form clusters worth embedding.
+    templates = rng.random((3, 8, 8, 1)) * 2
+    x = (templates[y] + 0.2 * rng.random((96, 8, 8, 1))).astype("float32")
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(6, 3, name="conv"),
                               keras.layers.Flatten(), keras.layers.Dense(3, name="out")])
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))

@@ -1,0 +1,570 @@
+"""Tests for deepeyes_keras.charts and deepeyes_keras.layer_chart.
+
+Specs are checked on fragments of the dict, against the Vega-Lite v6 JSON schema that Altair ships,
+and by rendering them with vl-convert (a real Vega runtime, no browser): the SVG's aria labels
+carry each mark's encoded values, which lets the tests check that the linking expressions
+(selected filter, overlay, sort, brush, snapshot) compute the right values. Clicking and dragging
+themselves need a browser and are not exercised here.
+"""
+
+import functools
+import json
+import pathlib
+import re
+import struct
+import zlib
+
+import altair as alt
+import jsonschema
+import numpy as np
+import pytest
+
+from deepeyes_keras.charts import (
+    clean_number,
+    histograms_spec,
+    layer_spec,
+    overview_spec,
+    render,
+    spec_json,
+)
+from deepeyes_keras.layer_chart import heatmap_grid
+from deepeyes_keras.thumbnails import patch_thumbnail
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@functools.cache
+def _validator() -> jsonschema.Draft7Validator:
+    path = pathlib.Path(alt.__file__).parent / "vegalite" / "v6" / "schema"
+    schema = json.loads((path / "vega-lite-schema.json").read_text())
+    return jsonschema.Draft7Validator(schema)
+
+
+def assert_valid(spec: dict) -> None:
+    errors = [e.message[:200] for e in _validator().iter_errors(spec)]
+    assert not errors, errors[:3]
+    assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/v6")
+
+
+def walk(obj):
+    """Every dict inside a JSON-like structure."""
+    if isinstance(obj, dict):
+        yield obj
+        for v in obj.values():
+            yield from walk(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from walk(v)
+
+
+def view(spec: dict, name: str) -> dict:
+    (found,) = [d for d in walk(spec) if d.get("name") == name and "mark" in d]
+    return found
+
+
+def layer_of(spec: dict, unit_name: str) -> dict:
+    (found,) = [
+        d for d in walk(spec) if any(u.get("name") == unit_name for u in d.get("layer", []))
+    ]
+    return found
+
+
+def param(spec: dict, name: str) -> dict:
+    (found,) = [p for p in spec.get("params", []) if p["name"] == name]
+    return found
+
+
+def aria_labels(spec: dict) -> list[str]:
+    return re.findall(r'aria-label="([^"]*)"', render(spec, "svg").decode())
+
+
+def fields_of(label: str) -> dict[str, str]:
+    """An aria label "a: 1; b: x" as a dict; d3's minus sign (U+2212) made ASCII."""
+    label = label.replace("\u2212", "-")
+    return dict(part.split(": ", 1) for part in label.split("; ") if ": " in part)
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """8-bit non-interlaced PNG (grey, RGB, grey+alpha or RGBA) -> (h, w, channels) uint8."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, header, idat = 8, None, b""
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, payload = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(kind + payload) & 0xFFFFFFFF
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", payload)
+        elif kind == b"IDAT":
+            idat += payload
+        pos += 12 + length
+    width, height, depth, color, _, _, interlace = header
+    assert depth == 8 and interlace == 0 and color in (0, 2, 4, 6)
+    bpp = {0: 1, 2: 3, 4: 2, 6: 4}[color]
+    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(height, 1 + width * bpp)
+    out = np.zeros((height, width * bpp), np.uint8)
+    prev = np.zeros(width * bpp, np.uint8)
+    for y in range(height):
+        kind, line = raw[y, 0], raw[y, 1:]
+        if kind == 0:
+            row = line.copy()
+        elif kind == 1:  # Sub: running sum along the row, per channel, modulo 256
+            row = np.cumsum(line.reshape(width, bpp), axis=0, dtype=np.uint8).ravel()
+        elif kind == 2:  # Up
+            row = line + prev
+        else:  # Average (3) or Paeth (4): sequential, done byte by byte
+            row, cur, up = np.zeros_like(line), line.tolist(), prev.tolist()
+            for i in range(len(cur)):
+                left = int(row[i - bpp]) if i >= bpp else 0
+                corner = up[i - bpp] if i >= bpp else 0
+                if kind == 3:
+                    pred = (left + up[i]) // 2
+                else:
+                    p = left + up[i] - corner
+                    pa, pb, pc = abs(p - left), abs(p - up[i]), abs(p - corner)
+                    pred = left if pa <= pb and pa <= pc else (up[i] if pb <= pc else corner)
+                row[i] = (cur[i] + pred) % 256
+        out[y] = row
+        prev = out[y]
+    return out.reshape(height, width, bpp)
+
+
+def grey_on_white(pixels: np.ndarray) -> np.ndarray:
+    x = pixels.astype(np.float64)
+    if x.shape[2] in (2, 4):  # composite the alpha channel on white
+        alpha = x[:, :, -1:] / 255.0
+        x = x[:, :, :-1] * alpha + 255.0 * (1.0 - alpha)
+    return x.mean(axis=2)
+
+
+# A rendered chart is "not blank" when its grey levels vary: a blank (all white) image has
+# variance 0; these charts' axes, text and marks give several hundred.
+MIN_PIXEL_VARIANCE = 100.0
+
+
+def assert_renders(spec: dict) -> None:
+    pixels = decode_png(render(spec, "png", scale=0.5))
+    assert pixels.shape[0] > 100 and pixels.shape[1] > 100, pixels.shape  # errors give 10x10
+    assert grey_on_white(pixels).var() > MIN_PIXEL_VARIANCE
+    assert render(spec, "svg").lstrip().startswith(b"<svg")
+
+
+def layer_inputs(n_filters=8, n_points=40, n_labels=3, seed=0, thumbnails=True, **kw) -> dict:
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, n_labels, n_points)
+    act = rng.gamma(1.0, 1.0, (n_points, n_filters)) * (rng.random(n_filters) < 0.8)
+    images = [
+        patch_thumbnail(rng.random((5, 5, 1)), max_side=10) if thumbnails else None
+        for _ in range(n_points)
+    ]
+    return dict(
+        layer="conv1",
+        step=100,
+        max_activation=act.max(axis=0, initial=0.0),
+        frequency=rng.random(n_filters),
+        reliability_age=rng.integers(0, 100, n_filters),
+        filter_xy=rng.normal(size=(n_filters, 2)),
+        filter_label=np.where(
+            rng.random(n_filters) < 0.2, -1, rng.integers(0, n_labels, n_filters)
+        ),
+        filter_strength=rng.random(n_filters),
+        points_xy=rng.normal(size=(n_points, 2)) + 3.0 * label[:, None],
+        point_label=label,
+        point_activation=act,
+        thumbnails=images,
+        n_labels=n_labels,
+        **kw,
+    )
+
+
+def histogram_inputs(steps=(10, 20, 40, 80, 100, 200)):
+    rng = np.random.default_rng(0)
+    layers = [{"name": "conv1", "n_filters": 20}, {"name": "dense", "n_filters": 500}]
+    snapshots = [
+        {
+            "step": s,
+            "layers": {
+                layer["name"]: {
+                    "histogram": rng.poisson(20, 30).tolist(),
+                    "change": rng.normal(0, 5, 30).tolist(),
+                }
+                for layer in layers
+            },
+        }
+        for s in steps
+    ]
+    return layers, snapshots
+
+
+METRICS = {
+    "step": [10, 20, 30, 40],
+    "loss": [2.3, 1.2, None, 0.6],
+    "accuracy": [0.1, 0.5, 0.7, np.nan],
+}
+
+
+@pytest.fixture(scope="module")
+def specs():
+    return {
+        "overview": overview_spec(METRICS),
+        "histograms": histograms_spec(*histogram_inputs()),
+        "layer": layer_spec(**layer_inputs()),
+    }
+
+
+# ----------------------------------------------------------------------------- every spec
+
+
+@pytest.mark.parametrize("kind", ["overview", "histograms", "layer"])
+def test_spec_is_valid_strict_deterministic_and_explicitly_named(specs, kind):
+    spec = specs[kind]
+    assert_valid(spec)
+    text = spec_json(spec)
+    assert "NaN" not in text and "Infinity" not in text
+    assert "param_" not in text
+    json.loads(text)  # strict JSON
+    again = {
+        "overview": lambda: overview_spec(METRICS),
+        "histograms": lambda: histograms_spec(*histogram_inputs()),
+        "layer": lambda: layer_spec(**layer_inputs()),
+    }[kind]()
+    assert spec_json(again) == text
+
+
+@pytest.mark.parametrize("kind", ["overview", "histograms", "layer"])
+def test_spec_renders_to_a_non_blank_png_and_svg(specs, kind):
+    assert_renders(specs[kind])
+
+
+def test_clean_number_and_spec_json():
+    assert clean_number(123456.0) == 123500
+    assert clean_number(0.000123456) == 0.0001235
+    assert clean_number(np.float32(np.inf)) is None and clean_number(None) is None
+    assert spec_json({"b": [np.nan, 1.5], "a": {"c": float("-inf")}}) == (
+        '{"a": {"c": null}, "b": [null, 1.5]}'
+    )
+
+
+# ----------------------------------------------------------------------------- overview
+
+
+def test_overview_one_panel_per_metric_and_nulls_dropped(specs):
+    spec = specs["overview"]
+    assert [v["name"] for v in spec["vconcat"]] == ["metric_loss", "metric_accuracy"]
+    rows = spec["datasets"]["metrics"]
+    assert {(r["metric"], r["step"]) for r in rows} == {
+        ("loss", 10),
+        ("loss", 20),
+        ("loss", 40),
+        ("accuracy", 10),
+        ("accuracy", 20),
+        ("accuracy", 30),
+    }
+    panel = view(spec, "metric_loss")
+    assert panel["encoding"]["x"]["field"] == "step" and "tooltip" in panel["encoding"]
+
+
+def test_overview_without_metrics_and_bad_input():
+    assert_valid(overview_spec({"step": []}))
+    with pytest.raises(ValueError, match="'step'"):
+        overview_spec({"loss": [1.0]})
+    with pytest.raises(ValueError, match="as long as 'step'"):
+        overview_spec({"step": [1, 2], "loss": [1.0]})
+
+
+# ----------------------------------------------------------------------------- histograms
+
+
+def test_histograms_rows_filter_on_snapshot_select(specs):
+    spec = specs["histograms"]
+    snap = param(spec, "snapshot")
+    assert snap["value"] == 200
+    assert snap["bind"]["input"] == "select"
+    assert snap["bind"]["options"] == [10, 20, 40, 80, 100, 200]
+    for i, name in enumerate(["conv1", "dense"]):
+        for kind in ("histogram", "change"):
+            unit = view(spec, f"{kind}_{i}")
+            (flt,) = [t["filter"] for t in unit["transform"]]
+            assert "snapshot" in flt and f"'{name}'" in flt
+    # bins span 1..F; change bars coloured green up, red down; y domains fixed per layer
+    dense_rows = [r for r in spec["datasets"]["histograms"] if r["layer"] == "dense"]
+    assert min(r["lo"] for r in dense_rows) == 1 and max(r["hi"] for r in dense_rows) == 500
+    change = view(spec, "change_1")["encoding"]
+    assert change["color"]["scale"]["range"] == ["#2ca02c", "#d62728"]
+    assert change["y"]["scale"]["domain"][0] == -change["y"]["scale"]["domain"][1]
+    assert spec["resolve"]["scale"]["y"] == "independent"
+
+
+def test_histogram_snapshot_param_picks_the_step_when_rendered():
+    layers, snapshots = histogram_inputs()
+    spec = histograms_spec(layers, snapshots)
+    param(spec, "snapshot")["value"] = 40  # what choosing 40 in the select box does
+    counts = [float(f["count"]) for f in map(fields_of, aria_labels(spec)) if "count" in f]
+    chosen = snapshots[2]["layers"]
+    assert counts == chosen["conv1"]["histogram"] + chosen["dense"]["histogram"]
+    changes = [float(f["change"]) for f in map(fields_of, aria_labels(spec)) if "change" in f]
+    expected = [clean_number(c) for c in chosen["conv1"]["change"] + chosen["dense"]["change"]]
+    np.testing.assert_allclose(changes, expected, rtol=1e-3)
+
+
+def test_histograms_reject_bad_input():
+    layers, snapshots = histogram_inputs()
+    snapshots[0]["layers"]["conv1"]["histogram"] = [1] * 29
+    with pytest.raises(ValueError, match="29 bins"):
+        histograms_spec(layers, snapshots)
+    with pytest.raises(ValueError, match="layers"):
+        histograms_spec([], snapshots)
+
+
+# ----------------------------------------------------------------------------- layer: structure
+
+
+def test_layer_params_are_named_and_bound(specs):
+    spec = specs["layer"]
+    assert sorted(p["name"] for p in spec["params"]) == [
+        "brush",
+        "filter",
+        "heatmap_mode",
+        "heatmap_sort",
+        "overlay",
+    ]
+    assert param(spec, "heatmap_mode")["bind"] == {
+        "input": "radio",
+        "options": ["max", "frequency"],
+        "name": "heatmap colour ",
+    }
+    assert param(spec, "heatmap_sort")["bind"]["options"] == ["index", "value"]
+    overlay = param(spec, "overlay")
+    assert overlay["bind"]["options"] == ["label", "filter", "max over all filters"]
+    assert overlay["value"] == "filter"
+    sel = param(spec, "filter")
+    assert sel["select"] == {
+        "type": "point",
+        "fields": ["filter"],
+        "toggle": False,
+        "clear": "dblclick",
+    }
+    assert {"heatmap", "filter_map"} <= set(sel["views"])
+    for name in sel["views"]:
+        view(spec, name)  # every listed view exists
+    brush = param(spec, "brush")
+    assert brush["select"]["type"] == "interval"
+    assert [view(spec, v)["mark"]["type"] for v in brush["views"]] == ["circle"]
+
+
+def test_layer_views_are_linked(specs):
+    spec = specs["layer"]
+    for name in ("heatmap", "filter_map"):
+        conditions = [d for d in walk(view(spec, name)["encoding"]) if d.get("param")]
+        assert conditions and all(c == {**c, "param": "filter", "empty": False} for c in conditions)
+    heat = json.dumps(view(spec, "heatmap")["transform"])
+    assert "heatmap_mode == 'frequency' ? datum.frequency : datum.max" in heat
+    assert "heatmap_sort == 'value'" in heat and "row_number" in heat
+    # the input map's overlay layer reads the selected filter and the overlay mode
+    input_map = layer_of(spec, param(spec, "brush")["views"][0])
+    calc = [
+        t["calculate"]
+        for u in input_map["layer"]
+        for t in u.get("transform", [])
+        if "calculate" in t
+    ]
+    assert calc and "datum.a[filter.filter[0]]" in calc[0] and "overlay ==" in calc[0]
+    # both patch views filter by the brush
+    for name in ("patches", "patch_bars"):
+        assert {"filter": {"param": "brush"}} in view(spec, name)["transform"]
+    assert view(spec, "patches")["encoding"]["url"]["field"] == "image"
+    bars = json.dumps(view(spec, "patch_bars")["transform"])
+    assert "sequence(0, length(datum.a))" in bars and '"flatten"' in bars
+
+
+def test_layer_data_rows(specs):
+    spec, inputs = specs["layer"], layer_inputs()
+    filters, points = spec["datasets"]["filters"], spec["datasets"]["points"]
+    assert [f["filter"] for f in filters] == list(range(8))
+    # stale rule: age > 0.5 * step
+    assert [f["stale"] for f in filters] == list(inputs["reliability_age"] > 50)
+    assert {f["label"] for f in filters} <= {"0", "1", "2", "none"}
+    first = points[0]
+    assert first["image"].startswith("data:image/png;base64,") and first["step"] == 100
+    act = np.clip(inputs["point_activation"], 0, None)
+    expected = np.rint(100 * act[0] / np.where(act.max(0) > 0, act.max(0), 1)).astype(int)
+    assert first["a"] == expected.tolist() and first["amax"] == expected.max()
+    tooltip = view(spec, param(spec, "brush")["views"][0])["encoding"]["tooltip"]
+    assert {t["field"] for t in tooltip} >= {"image", "label", "step"}
+
+
+def test_points_are_bounded_and_seeded():
+    inputs = layer_inputs(n_filters=4, n_points=5000, thumbnails=False, max_points=2000)
+    spec = layer_spec(**inputs)
+    points = spec["datasets"]["points"]
+    assert len(points) == 2000
+    ids = [p["point"] for p in points]
+    assert ids == sorted(set(ids))
+    assert [p["point"] for p in layer_spec(**inputs)["datasets"]["points"]] == ids
+    inputs["seed"] = 1
+    assert [p["point"] for p in layer_spec(**inputs)["datasets"]["points"]] != ids
+    # wide layers: points x filters bounded by max_values
+    wide = layer_spec(**layer_inputs(n_filters=50, n_points=300, thumbnails=False, max_values=5000))
+    assert len(wide["datasets"]["points"]) == 100
+
+
+def test_heatmap_stays_legible_for_4096_filters():
+    assert heatmap_grid(4096) == (64, 64, 6)
+    spec = layer_spec(**layer_inputs(n_filters=4096, n_points=10, thumbnails=False))
+    heat = view(spec, "heatmap")
+    cols, rows, cell = heatmap_grid(4096)
+    assert (cols, rows) == (64, 64) and cell >= 4
+    assert heat["width"] == heat["height"] == 64 * cell <= 400
+    assert "% 64" in json.dumps(heat["transform"])
+    assert heat["encoding"]["x"]["scale"]["domain"] == [-0.5, 63.5]
+    # more than 256 filters: the bar chart keeps the top 64
+    assert "datum.order <= 64" in json.dumps(view(spec, "patch_bars")["transform"])
+    assert heatmap_grid(20) == (5, 4, 40)
+
+
+def test_layer_without_points_and_with_unknown_labels():
+    inputs = layer_inputs(n_points=0)
+    inputs["filter_label"] = np.array([np.nan, -1, 0, 1, 2, 0, 1, 2])
+    spec = layer_spec(**inputs)
+    assert_valid(spec)
+    assert spec["datasets"]["points"] == []
+    assert [f["label"] for f in spec["datasets"]["filters"]][:3] == ["none", "none", "0"]
+    assert render(spec, "svg").startswith(b"<svg")
+
+
+def test_layer_rejects_inconsistent_shapes():
+    inputs = layer_inputs()
+    inputs["frequency"] = inputs["frequency"][:5]
+    with pytest.raises(ValueError, match="frequency"):
+        layer_spec(**inputs)
+    inputs = layer_inputs()
+    inputs["thumbnails"] = inputs["thumbnails"][:3]
+    with pytest.raises(ValueError, match="thumbnails. Received: 3"):
+        layer_spec(**inputs)
+    with pytest.raises(ValueError, match="selected_filter"):
+        layer_spec(**layer_inputs(selected_filter=8))
+
+
+# ----------------------------------------------------------------------------- layer: rendered
+
+
+def _overlay_values(spec: dict) -> dict[int, float]:
+    return {
+        int(f["point"]): float(f["activation"])
+        for f in map(fields_of, aria_labels(spec))
+        if "activation" in f and "point" in f
+    }
+
+
+def test_selected_filter_drives_the_overlay_when_rendered():
+    spec = layer_spec(**layer_inputs(selected_filter=3))
+    points = spec["datasets"]["points"]
+    got = _overlay_values(spec)
+    assert got == {p["point"]: p["a"][3] / 100 for p in points}
+    # "max over all filters": max_k a_k / max over points of a_k
+    param(spec, "overlay")["value"] = "max over all filters"
+    assert _overlay_values(spec) == {p["point"]: p["amax"] / 100 for p in points}
+    # "label": no overlay at all
+    param(spec, "overlay")["value"] = "label"
+    assert _overlay_values(spec) == {}
+
+
+def test_without_selection_filter_overlay_falls_back_to_labels():
+    assert _overlay_values(layer_spec(**layer_inputs())) == {}
+
+
+def test_heatmap_sort_and_mode_when_rendered():
+    inputs = layer_inputs()
+    spec = layer_spec(**inputs)
+    param(spec, "heatmap_sort")["value"] = "value"
+    param(spec, "heatmap_mode")["value"] = "frequency"
+    cells = [fields_of(a) for a in aria_labels(spec) if a.startswith("col: ")]
+    assert len(cells) == 8
+    order = sorted(cells, key=lambda c: (int(c["row"]), int(c["col"])))
+    assert [int(c["filter"]) for c in order] == np.argsort(-inputs["frequency"]).tolist()
+    assert all(abs(float(c["value"]) - float(c["frequency"])) < 1e-3 for c in cells)
+
+
+def test_brush_filters_the_patch_view_when_rendered():
+    spec = layer_spec(**layer_inputs())
+    points = spec["datasets"]["points"]
+    param(spec, "brush")["value"] = {"x": [-1.0, 1.5], "y": [-1.0, 1.5]}
+    inside = [p for p in points if -1 <= p["x"] <= 1.5 and -1 <= p["y"] <= 1.5]
+    assert 0 < len(inside) < len(points)
+    labels = aria_labels(spec)
+    shown = sorted(int(fields_of(a)["point"]) for a in labels if a.startswith("pcol: "))
+    assert shown == [p["point"] for p in inside]
+    bars = {
+        int(f["filter"]): float(f["max activation"])
+        for f in map(fields_of, labels)
+        if "max activation" in f and "filter" in f
+    }
+    assert bars == {k: max(p["a"][k] for p in inside) / 100 for k in range(8)}
+
+
+def test_render_rejects_unknown_format(specs):
+    with pytest.raises(ValueError, match="fmt='jpeg'"):
+        render(specs["overview"], "jpeg")
+
+
+# ----------------------------------------------------------------------------- layer: in a browser
+
+CHROMIUM = pathlib.Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_layer_spec_clicks_and_brush_in_headless_chromium():
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    import vl_convert
+
+    spec = layer_spec(**layer_inputs(n_filters=12, n_points=60))
+    page_html = (
+        f"<div id='vis'></div><script>{vl_convert.javascript_bundle(vl_version='6.4')}</script>"
+        f"<script>vegaEmbed('#vis', {spec_json(spec)}, {{renderer: 'svg', actions: false}})"
+        ".then(r => { window.view = r.view; }, e => { window.failed = String(e); });</script>"
+    )
+    signal = "JSON.stringify(view.signal('{}'))"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.set_content(page_html)
+            page.wait_for_function("window.view || window.failed", timeout=30_000)
+            assert page.evaluate("window.failed || null") is None
+            # a click on heatmap cell 5 selects filter 5 and rings it in the filter map
+            page.query_selector_all("g.heatmap_marks path")[5].click()
+            assert json.loads(page.evaluate(signal.format("filter")))["filter"] == [5]
+            rings = [c.get_attribute("stroke-width") for c in page.query_selector_all(
+                "g.filter_map_marks path")]  # fmt: skip
+            assert [i for i, w in enumerate(rings) if w != "0"] == [5]
+            # the input map's overlay layer now draws every point
+            overlay = page.query_selector_all("g[class*='layer_1_marks'] path")
+            assert len(overlay) == 60
+            # a click in the filter map selects there and outlines the heatmap cell
+            page.query_selector_all("g.filter_map_marks path")[2].click(force=True)
+            strokes = [c.get_attribute("stroke") for c in page.query_selector_all(
+                "g.heatmap_marks path")]  # fmt: skip
+            assert [i for i, s in enumerate(strokes) if s] == [2]
+            # dragging on the input map brushes; the patch view shows the brushed points
+            unit = param(spec, "brush")["views"][0]
+            box = page.query_selector(f"g.{unit}_marks").bounding_box()
+            x0, y0 = box["x"] + 5, box["y"] + box["height"] / 2
+            page.mouse.move(x0, y0)
+            page.mouse.down()
+            page.mouse.move(x0 + box["width"] / 2, y0 + box["height"] / 2, steps=4)
+            page.mouse.up()
+            brush = json.loads(page.evaluate(signal.format("brush")))
+            inside = [
+                q for q in spec["datasets"]["points"]
+                if min(brush["x"]) <= q["x"] <= max(brush["x"])
+                and min(brush["y"]) <= q["y"] <= max(brush["y"])
+            ]  # fmt: skip
+            assert 0 < len(inside) < 60
+            assert len(page.query_selector_all("g.patches_marks image")) == len(inside)
+        finally:
+            browser.close()
