@@ -43,6 +43,7 @@ def small_cnn(with_input=True):
 def callback(tmp_path, **kwargs):
     kwargs.setdefault("run_name", "run")
     kwargs.setdefault("verbose", 0)
+    kwargs.setdefault("maps", False)  # the maps stage is tested in test_maps.py
     return DeepEyesCallback(log_dir=tmp_path / "runs", **kwargs)
 
 
@@ -364,7 +365,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
         rng = np.random.default_rng(0)
         x, y = rng.random((64, 8, 8, 1)).astype("float32"), rng.integers(0, 3, 64)
         cb = DeepEyesCallback(log_dir={str(tmp_path)!r}, run_name="mirrored", verbose=0,
-                              snapshot_every=2, sample_every=1)
+                              snapshot_every=2, sample_every=1, maps=False)
         model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[cb])
         run = load_run(cb.run_dir)
         assert [s.step for s in run.snapshots] == [2, 4, 6, 8], run.snapshots
