@@ -26,8 +26,11 @@ def _maps(args) -> int:
 
     n = compute_missing_maps(args.run, max_points=args.max_points, seed=args.seed,
                              progress=progress)
+    from deepeyes_keras.findings import write_findings
+
     views = write_views(args.run)
-    print(f"{n} maps and {len(views)} views written to {args.run}")
+    found = write_findings(args.run)
+    print(f"{n} maps, {len(views)} views and findings of {found} snapshots written to {args.run}")
     return 0
 
 
@@ -50,6 +53,14 @@ def _report(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from deepeyes_keras.export import export_markdown
+
+    page = export_markdown(args.run, args.out, image_format=args.image_format, step=args.step)
+    print(f"Markdown with images written to {page}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepeyes", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress output")
     demo.set_defaults(func=_demo)
-    maps = sub.add_parser("maps", help="compute the maps and chart views a run still lacks")
+    maps = sub.add_parser("maps", help="compute the maps, chart views and findings a run still lacks")
     maps.add_argument("run", help="run directory")
     maps.add_argument("--max-points", type=int, default=2000, help="points per input map")
     maps.add_argument("--seed", type=int, default=0)
@@ -72,12 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--save", action="store_true",
                         help="also write the findings into the snapshots")
     report.set_defaults(func=_report)
+    export = sub.add_parser("export", help="write a run's views as Markdown with images")
+    export.add_argument("run", help="run directory")
+    export.add_argument("--format", choices=["markdown"], default="markdown",
+                        help="output format (markdown)")
+    export.add_argument("--out", default=None, help="output directory (default RUN/export)")
+    export.add_argument("--image-format", choices=["png", "svg"], default="png")
+    export.add_argument("--step", type=int, default=None,
+                        help="snapshot of the layer views (default: the last with views)")
+    export.set_defaults(func=_export)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    if getattr(args, "out", "") is None:
+        args.out = os.path.join(args.run, "export")
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, PermissionError) as err:
+        print(f"deepeyes {args.command}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -93,3 +93,22 @@ def test_a_script_ending_right_after_fit_still_gets_every_map(tmp_path):
     run = load_run(tmp_path / "exit")
     assert [s.step for s in run.snapshots] == [3, 6]
     assert all(layer.maps is not None for s in run.snapshots for layer in s.layers.values())
+
+
+def test_export_markdown_with_images_for_a_wiki(tmp_path):
+    import re
+
+    from deepeyes_keras.cli import main
+
+    run_dir = tiny_run(tmp_path, maps=False)
+    assert main(["maps", str(run_dir)]) == 0
+    out = tmp_path / "wiki"
+    assert main(["export", str(run_dir), "--out", str(out)]) == 0
+    page = (out / "index.md").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page)
+    assert images == ["overview.png", "histograms.png", "L0-step-00000012.png",
+                      "L1-step-00000012.png"]
+    for name in images:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Findings" in page and "suggest width" in page
+    assert main(["export", str(tmp_path / "missing")]) == 2

@@ -1,0 +1,90 @@
+"""Wiki export without JavaScript: a Markdown page with PNG (or SVG) images of a run's views."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from deepeyes_keras.charts import render
+from deepeyes_keras.reader import load_run
+from deepeyes_keras.views import view_path, write_views
+
+_FORMATS = ("png", "svg")
+
+
+def export_markdown(
+    run_dir, out_dir, *, image_format: str = "png", step: int | None = None, progress=print
+) -> Path:
+    """Writes ``out_dir/index.md`` and the images it shows; returns the Markdown file.
+
+    Args:
+        run_dir: the run directory.
+        out_dir: where to write (created).
+        image_format: "png" or "svg".
+        step: snapshot whose layer views to show (default: the last one with views).
+        progress: ``callable(str)`` for progress lines, or None.
+    """
+    if image_format not in _FORMATS:
+        raise ValueError(f"Invalid image format {image_format!r}; expected one of {_FORMATS}.")
+    run = load_run(run_dir)
+    if not run.snapshots:
+        raise ValueError(f"Run {str(run_dir)!r} has no snapshots yet; nothing to export.")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_views(run.path)  # makes whatever views the maps allow (idempotent)
+    say = progress or (lambda message: None)
+    steps = [
+        s.step
+        for s in run.snapshots
+        if all(view_path(run.path, layer.key, s.step).is_file() for layer in s.layers.values())
+    ]
+    if step is None:
+        step = steps[-1] if steps else None
+    elif step not in steps:
+        raise ValueError(
+            f"Snapshot step {step} has no views in {run.path}; steps with views: "
+            f"{steps}. Run `deepeyes maps {run.path}` first."
+        )
+
+    def image(spec_path: Path, name: str) -> str:
+        spec = json.loads(spec_path.read_text())
+        file = f"{name}.{image_format}"
+        (out / file).write_bytes(render(spec, image_format))
+        say(f"wrote {out / file}")
+        return file
+
+    model = run.manifest.get("model", {})
+    lines = [
+        f"# DeepEyes run {run.name}",
+        "",
+        f"Model `{model.get('name')}` ({model.get('parameters', '?')} parameters), "
+        f"{run.status}, last snapshot at step {run.snapshots[-1].step}.",
+        "",
+    ]
+    summary = run.snapshots[-1].record.get("findings_summary")
+    if summary:
+        from deepeyes_keras.findings import format_report
+
+        lines += ["## Findings", "", "```text", format_report(summary), "```", ""]
+    lines += [
+        "## Training",
+        "",
+        f"![training curves]({image(view_path(run.path, 'overview'), 'overview')})",
+        "",
+        "## Perplexity histograms",
+        "",
+        f"![perplexity histograms]({image(view_path(run.path, 'histograms'), 'histograms')})",
+        "",
+    ]
+    if step is not None:
+        lines += [f"## Layers at step {step}", ""]
+        for name, layer in run.snapshots[
+            [s.step for s in run.snapshots].index(step)
+        ].layers.items():
+            file = image(view_path(run.path, layer.key, step), f"{layer.key}-step-{step:08d}")
+            lines += [f"### {name}", "", f"![{name} at step {step}]({file})", ""]
+    else:
+        lines += ["No layer views yet: run `deepeyes maps RUN` to compute the maps.", ""]
+    page = out / "index.md"
+    page.write_text("\n".join(lines), encoding="utf-8")
+    return page
