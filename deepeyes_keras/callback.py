@@ -6,7 +6,7 @@ import platform
 import sys
 import time
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import keras
@@ -32,7 +32,7 @@ def _positive_int(name, value, minimum=1):
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class DeepEyesCallback(keras.callbacks.Callback):
@@ -73,36 +73,66 @@ class DeepEyesCallback(keras.callbacks.Callback):
         >>> run = deepeyes_keras.load_run("deepeyes_runs/<run name>")      # doctest: +SKIP
     """
 
-    def __init__(self, log_dir="deepeyes_runs", *, run_name=None, layers=None,
-                 snapshot_every="auto", sample_every=10, dense_steps=20, images_per_step=16,
-                 positions_per_image=10, reservoir_size=2000, probe_data=None, seed=0,
-                 maps=True, jit_compile=False, verbose=1):
+    def __init__(
+        self,
+        log_dir="deepeyes_runs",
+        *,
+        run_name=None,
+        layers=None,
+        snapshot_every="auto",
+        sample_every=10,
+        dense_steps=20,
+        images_per_step=16,
+        positions_per_image=10,
+        reservoir_size=2000,
+        probe_data=None,
+        seed=0,
+        maps=True,
+        jit_compile=False,
+        verbose=1,
+    ):
         super().__init__()
         if not isinstance(log_dir, str | Path) or not str(log_dir):
-            raise ValueError(f"Invalid value for argument log_dir. Received: log_dir={log_dir!r}. "
-                             "Expected a directory path.")
-        if run_name is not None and (not isinstance(run_name, str) or not run_name.strip()
-                                     or "/" in run_name or "\\" in run_name):
-            raise ValueError(f"Invalid value for argument run_name. Received: run_name={run_name!r}."
-                             " Expected a non-empty name without path separators.")
+            raise ValueError(
+                f"Invalid value for argument log_dir. Received: log_dir={log_dir!r}. "
+                "Expected a directory path."
+            )
+        if run_name is not None and (
+            not isinstance(run_name, str)
+            or not run_name.strip()
+            or "/" in run_name
+            or "\\" in run_name
+        ):
+            raise ValueError(
+                f"Invalid value for argument run_name. Received: run_name={run_name!r}."
+                " Expected a non-empty name without path separators."
+            )
         if layers is not None:
             if isinstance(layers, str) or not all(isinstance(n, str) for n in layers):
-                raise ValueError(f"Invalid value for argument layers. Received: layers={layers!r}. "
-                                 "Expected a list of layer names, e.g. layers=['conv1', 'fc1'].")
+                raise ValueError(
+                    f"Invalid value for argument layers. Received: layers={layers!r}. "
+                    "Expected a list of layer names, e.g. layers=['conv1', 'fc1']."
+                )
             layers = list(layers)
             if not layers:
-                raise ValueError("Invalid value for argument layers. Received: layers=[]. "
-                                 "Expected at least one layer name, or None for the default.")
+                raise ValueError(
+                    "Invalid value for argument layers. Received: layers=[]. "
+                    "Expected at least one layer name, or None for the default."
+                )
         if snapshot_every != "auto":
             _positive_int("snapshot_every", snapshot_every)
         if probe_data is not None:
             if not isinstance(probe_data, tuple | list) or len(probe_data) != 2:
-                raise ValueError("Invalid value for argument probe_data. Expected a tuple (x, y) of "
-                                 f"arrays. Received: {type(probe_data).__name__}.")
+                raise ValueError(
+                    "Invalid value for argument probe_data. Expected a tuple (x, y) of "
+                    f"arrays. Received: {type(probe_data).__name__}."
+                )
             if len(probe_data[0]) != len(probe_data[1]) or len(probe_data[0]) == 0:
-                raise ValueError("Invalid value for argument probe_data: x and y must be non-empty "
-                                 f"and of equal length; got {len(probe_data[0])} and "
-                                 f"{len(probe_data[1])}.")
+                raise ValueError(
+                    "Invalid value for argument probe_data: x and y must be non-empty "
+                    f"and of equal length; got {len(probe_data[0])} and "
+                    f"{len(probe_data[1])}."
+                )
         self.log_dir = Path(log_dir)
         self.run_name = run_name
         self.layers = layers
@@ -115,11 +145,14 @@ class DeepEyesCallback(keras.callbacks.Callback):
         self.probe_data = probe_data
         self.seed = _positive_int("seed", seed, minimum=0)
         if not isinstance(jit_compile, bool):
-            raise ValueError("Invalid value for argument jit_compile. Received: "
-                             f"jit_compile={jit_compile!r}. Expected True or False.")
+            raise ValueError(
+                "Invalid value for argument jit_compile. Received: "
+                f"jit_compile={jit_compile!r}. Expected True or False."
+            )
         if not isinstance(maps, bool):
-            raise ValueError(f"Invalid value for argument maps. Received: maps={maps!r}. "
-                             "Expected True or False.")
+            raise ValueError(
+                f"Invalid value for argument maps. Received: maps={maps!r}. Expected True or False."
+            )
         self.maps = maps
         self.jit_compile = jit_compile
         self.verbose = verbose
@@ -159,8 +192,11 @@ class DeepEyesCallback(keras.callbacks.Callback):
         self._recorded_model = model
         self._layers, skipped = resolve_layers(model, self.layers)
         if skipped:
-            warnings.warn(f"DeepEyes cannot analyse layer(s) {skipped} (only Conv1D, Conv2D and "
-                          "Dense are supported); they are skipped.", stacklevel=2)
+            warnings.warn(
+                f"DeepEyes cannot analyse layer(s) {skipped} (only Conv1D, Conv2D and "
+                "Dense are supported); they are skipped.",
+                stacklevel=2,
+            )
         self._is_writer = _is_chief(model.distribute_strategy)
         if model.built and self._recorder is None:
             self._ensure_recorder()
@@ -170,7 +206,9 @@ class DeepEyesCallback(keras.callbacks.Callback):
         self._fit_start = time.perf_counter()
         if self._writer is None and self._is_writer:
             writer = RunWriter(self._choose_run_dir())
-            writer.open(self._manifest_base(writer.run_dir.name))  # fails here, before any step, if unwritable
+            writer.open(
+                self._manifest_base(writer.run_dir.name)
+            )  # fails here, before any step, if unwritable
             self._writer = writer
             if self.verbose:
                 names = [layer.name for layer in self._layers]
@@ -203,8 +241,10 @@ class DeepEyesCallback(keras.callbacks.Callback):
             # The last maps are finished in the background: fit() returns now.
             self._map_worker.finish()
             if self.verbose:
-                print("DeepEyes: the last input and filter maps are being computed in the "
-                      "background (callback.wait_for_maps() waits for them).")
+                print(
+                    "DeepEyes: the last input and filter maps are being computed in the "
+                    "background (callback.wait_for_maps() waits for them)."
+                )
         if self._writer is not None:
             self._writer.set_status("finished", updated=_now())
             if self.verbose:
@@ -217,9 +257,11 @@ class DeepEyesCallback(keras.callbacks.Callback):
         if self._map_worker is not None:
             self._map_worker.wait(verbose=bool(self.verbose if verbose is None else verbose))
             if self._map_worker.errors:
-                raise RuntimeError(f"DeepEyes could not compute some maps: "
-                                   f"{self._map_worker.errors}. Run `deepeyes maps "
-                                   f"{self.run_dir}` to retry.")
+                raise RuntimeError(
+                    f"DeepEyes could not compute some maps: "
+                    f"{self._map_worker.errors}. Run `deepeyes maps "
+                    f"{self.run_dir}` to retry."
+                )
 
     # -- capture inside the train step ---------------------------------------------------------
 
@@ -360,8 +402,11 @@ class DeepEyesCallback(keras.callbacks.Callback):
             start = np.zeros((n, len(in_spatial)), np.int64)
             size = np.tile(np.asarray(in_spatial, np.int64), (n, 1)).reshape(n, len(in_spatial))
             return start, size
-        coords = np.stack(np.unravel_index(positions, tap.grid), axis=1) if n else np.zeros(
-            (0, len(tap.grid)), np.int64)
+        coords = (
+            np.stack(np.unravel_index(positions, tap.grid), axis=1)
+            if n
+            else np.zeros((0, len(tap.grid)), np.int64)
+        )
         scale = np.array([m.scale for m in tap.space_map])
         offset = np.array([m.offset for m in tap.space_map])
         sizes = np.array([m.size for m in tap.space_map])
@@ -417,14 +462,16 @@ class DeepEyesCallback(keras.callbacks.Callback):
                 out_shape = list(layer.output.shape)
             except (AttributeError, ValueError):
                 out_shape = None
-            layers.append({
-                "name": layer.name,
-                "class": type(layer).__name__,
-                "output_shape": out_shape,
-                "filters": int(out_shape[-1]) if out_shape and out_shape[-1] else None,
-                "parameters": int(layer.count_params()) if layer.built else 0,
-                "analysed": layer.name in analysed,
-            })
+            layers.append(
+                {
+                    "name": layer.name,
+                    "class": type(layer).__name__,
+                    "output_shape": out_shape,
+                    "filters": int(out_shape[-1]) if out_shape and out_shape[-1] else None,
+                    "parameters": int(layer.count_params()) if layer.built else 0,
+                    "analysed": layer.name in analysed,
+                }
+            )
         return {
             "model": {
                 "name": model.name,
@@ -447,7 +494,9 @@ class DeepEyesCallback(keras.callbacks.Callback):
                     "grid": list(tap.grid),
                     "descriptor_size": tap.descriptor_size,
                     "patch_shape": list(rec.patch_shape(tap)),
-                    "space_map": None if tap.space_map is None else [
+                    "space_map": None
+                    if tap.space_map is None
+                    else [
                         {"scale": m.scale, "offset": m.offset, "size": m.size}
                         for m in tap.space_map
                     ],

@@ -11,8 +11,14 @@ def _demo(args) -> int:
     from deepeyes_keras.demo import train_demo
 
     mnist = args.mnist or os.environ.get("DEEPEYES_MNIST")
-    train_demo(mnist=mnist, steps=args.steps, log_dir=args.log_dir, run_name=args.run_name,
-               seed=args.seed, verbose=0 if args.quiet else 1)
+    train_demo(
+        mnist=mnist,
+        steps=args.steps,
+        log_dir=args.log_dir,
+        run_name=args.run_name,
+        seed=args.seed,
+        verbose=0 if args.quiet else 1,
+    )
     return 0
 
 
@@ -24,8 +30,9 @@ def _maps(args) -> int:
 
     from deepeyes_keras.views import write_views
 
-    n = compute_missing_maps(args.run, max_points=args.max_points, seed=args.seed,
-                             progress=progress)
+    n = compute_missing_maps(
+        args.run, max_points=args.max_points, seed=args.seed, progress=progress
+    )
     from deepeyes_keras.findings import write_findings
 
     views = write_views(args.run)
@@ -47,8 +54,10 @@ def _report(args) -> int:
         run = load_run(args.run)
     record = run.snapshots[-1].record
     summary = record.get("findings_summary") or _summary(run_findings(run))
-    print(f"Run {run.name} ({run.status}, {run.manifest['model']['name']}, "
-          f"{run.manifest['model'].get('parameters', '?')} parameters)")
+    print(
+        f"Run {run.name} ({run.status}, {run.manifest['model']['name']}, "
+        f"{run.manifest['model'].get('parameters', '?')} parameters)"
+    )
     print(format_report(summary))
     return 0
 
@@ -65,32 +74,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepeyes", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train a network with DeepEyes watching")
-    demo.add_argument("--mnist", help="MNIST .npz (Keras layout); default: $DEEPEYES_MNIST, "
-                      "else scikit-learn's digits (no download)")
+    demo.add_argument(
+        "--mnist",
+        help="MNIST .npz (Keras layout); default: $DEEPEYES_MNIST, "
+        "else scikit-learn's digits (no download)",
+    )
     demo.add_argument("--steps", type=int, default=2000, help="training iterations (batch 64)")
     demo.add_argument("--log-dir", default="deepeyes_runs", help="directory of the runs")
     demo.add_argument("--run-name", default=None, help="name of the run directory")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true", help="no progress output")
     demo.set_defaults(func=_demo)
-    maps = sub.add_parser("maps", help="compute the maps, chart views and findings a run still lacks")
+    maps = sub.add_parser(
+        "maps", help="compute the maps, chart views and findings a run still lacks"
+    )
     maps.add_argument("run", help="run directory")
     maps.add_argument("--max-points", type=int, default=2000, help="points per input map")
     maps.add_argument("--seed", type=int, default=0)
     maps.set_defaults(func=_maps)
     report = sub.add_parser("report", help="print a run's findings (T1-T5) as a table")
     report.add_argument("run", help="run directory")
-    report.add_argument("--save", action="store_true",
-                        help="also write the findings into the snapshots")
+    report.add_argument(
+        "--save", action="store_true", help="also write the findings into the snapshots"
+    )
     report.set_defaults(func=_report)
     export = sub.add_parser("export", help="write a run's views as Markdown with images")
     export.add_argument("run", help="run directory")
-    export.add_argument("--format", choices=["markdown"], default="markdown",
-                        help="output format (markdown)")
+    export.add_argument(
+        "--format", choices=["markdown"], default="markdown", help="output format (markdown)"
+    )
     export.add_argument("--out", default=None, help="output directory (default RUN/export)")
     export.add_argument("--image-format", choices=["png", "svg"], default="png")
-    export.add_argument("--step", type=int, default=None,
-                        help="snapshot of the layer views (default: the last with views)")
+    export.add_argument(
+        "--step",
+        type=int,
+        default=None,
+        help="snapshot of the layer views (default: the last with views)",
+    )
     export.set_defaults(func=_export)
     return parser
 

@@ -33,8 +33,10 @@ def load_mnist(path: str | os.PathLike | None = None):
         with np.load(path) as data:
             missing = {"x_train", "y_train", "x_test", "y_test"} - set(data.files)
             if missing:
-                raise ValueError(f"MNIST file {str(path)!r} lacks arrays {sorted(missing)}; "
-                                 "expected the keras.datasets.mnist layout.")
+                raise ValueError(
+                    f"MNIST file {str(path)!r} lacks arrays {sorted(missing)}; "
+                    "expected the keras.datasets.mnist layout."
+                )
             return (data["x_train"], data["y_train"]), (data["x_test"], data["y_test"])
     import keras
 

@@ -7,8 +7,15 @@ import time
 from pathlib import Path
 
 
-def train_demo(*, mnist: str | None = None, steps: int = 2000, log_dir: str = "deepeyes_runs",
-               run_name: str | None = None, seed: int = 0, verbose: int = 1) -> Path:
+def train_demo(
+    *,
+    mnist: str | None = None,
+    steps: int = 2000,
+    log_dir: str = "deepeyes_runs",
+    run_name: str | None = None,
+    seed: int = 0,
+    verbose: int = 1,
+) -> Path:
     """Trains the paper's LeNet on MNIST (or a small CNN on scikit-learn's digits) with DeepEyes.
 
     Args:
@@ -44,13 +51,22 @@ def train_demo(*, mnist: str | None = None, steps: int = 2000, log_dir: str = "d
     epochs = max(1, math.ceil(steps / steps_per_epoch))
     cb = DeepEyesCallback(log_dir=log_dir, run_name=run_name, seed=seed, verbose=verbose)
     began = time.perf_counter()
-    model.fit(x, y, batch_size=batch, epochs=epochs, steps_per_epoch=min(steps, steps_per_epoch),
-              verbose=verbose, callbacks=[cb])
+    model.fit(
+        x,
+        y,
+        batch_size=batch,
+        epochs=epochs,
+        steps_per_epoch=min(steps, steps_per_epoch),
+        verbose=verbose,
+        callbacks=[cb],
+    )
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     cb.wait_for_maps()
     if verbose:
-        print(f"Trained {model.name} for {epochs * min(steps, steps_per_epoch)} steps in "
-              f"{time.perf_counter() - began:.0f} s; test accuracy {accuracy:.4f}.")
+        print(
+            f"Trained {model.name} for {epochs * min(steps, steps_per_epoch)} steps in "
+            f"{time.perf_counter() - began:.0f} s; test accuracy {accuracy:.4f}."
+        )
         print(f"DeepEyes run: {cb.run_dir}")
     return cb.run_dir
 

@@ -65,16 +65,17 @@ def histogram_change(prev: np.ndarray, cur: np.ndarray) -> tuple[float, float]:
     return float(change), float(noise)
 
 
-def stability(histograms: list[np.ndarray], steps: list[int],
-              t: Thresholds = Thresholds()) -> dict:
+def stability(histograms: list[np.ndarray], steps: list[int], t: Thresholds = Thresholds()) -> dict:
     """T1 for one layer from its interval histograms at successive snapshots."""
     excess = [None]
     for prev, cur in zip(histograms[:-1], histograms[1:], strict=True):
         change, noise = histogram_change(prev, cur)
         excess.append(max(0.0, change - noise))
     stable_at = [
-        i >= t.stable_window and all(e is not None and e <= t.stable_excess
-                                     for e in excess[i - t.stable_window + 1: i + 1])
+        i >= t.stable_window
+        and all(
+            e is not None and e <= t.stable_excess for e in excess[i - t.stable_window + 1 : i + 1]
+        )
         for i in range(len(histograms))
     ]
     since = None
@@ -160,16 +161,14 @@ def separability(vectors, labels, t: Thresholds = Thresholds(), seed: int = 0) -
     return {"accuracy": round(accuracy, 4), "chance": round(chance, 4), "instances": int(len(y))}
 
 
-def layer_findings(run, name: str, snapshot_index: int = -1,
-                   t: Thresholds = Thresholds()) -> dict:
+def layer_findings(run, name: str, snapshot_index: int = -1, t: Thresholds = Thresholds()) -> dict:
     """T1-T4 (and T5 evidence for dense layers) for one layer at one snapshot of a run."""
     snaps = run.snapshots[: snapshot_index % len(run.snapshots) + 1]
     snap = snaps[-1]
     layer = snap.layers[name]
     info = layer.info
     n_filters = int(info["n_filters"])
-    t1 = stability([s.layers[name].perplexity_histogram for s in snaps],
-                   [s.step for s in snaps], t)
+    t1 = stability([s.layers[name].perplexity_histogram for s in snaps], [s.step for s in snaps], t)
     t2 = degenerate_filters(layer.max_activation, layer.frequency, t)
     samples = layer.samples
     t3 = undetected_share(samples.activation, layer.max_activation, t)
@@ -183,8 +182,11 @@ def layer_findings(run, name: str, snapshot_index: int = -1,
         "T1": t1,
         "T2": t2,
         "T3": {"undetected_share": round(t3, 4), "instances": int(len(samples))},
-        "T4": {"redundant_groups": groups, "suggested_width": int(suggested),
-               "oversized": bool(suggested < n_filters)},
+        "T4": {
+            "redundant_groups": groups,
+            "suggested_width": int(suggested),
+            "oversized": bool(suggested < n_filters),
+        },
     }
     if info["kind"] == "dense":
         out["T5"] = separability(samples.activation, samples.label, t)
@@ -200,27 +202,43 @@ def run_findings(run, snapshot_index: int = -1, t: Thresholds = Thresholds()) ->
     for i, name in enumerate(hidden_dense):
         acc = layers[name]["T5"]["accuracy"]
         if acc is not None and acc >= t.separable_accuracy and i + 1 < len(hidden_dense):
-            later = hidden_dense[i + 1:]
-            suggestions.append({
-                "task": "T5", "layer": name, "remove": later,
-                "text": f"labels are already separable after {name} (k-NN accuracy {acc:.3f}); "
-                        f"the later hidden dense layer(s) {later} may be unnecessary",
-            })
+            later = hidden_dense[i + 1 :]
+            suggestions.append(
+                {
+                    "task": "T5",
+                    "layer": name,
+                    "remove": later,
+                    "text": f"labels are already separable after {name} (k-NN accuracy {acc:.3f}); "
+                    f"the later hidden dense layer(s) {later} may be unnecessary",
+                }
+            )
             break
     if hidden_dense:
         last = hidden_dense[-1]
         acc = layers[last]["T5"]["accuracy"]
         if acc is not None and acc < t.capacity_accuracy:
-            suggestions.append({
-                "task": "T5", "layer": last, "add_capacity": True,
-                "text": f"labels are not yet separable after the last hidden layer {last} "
-                        f"(k-NN accuracy {acc:.3f}): more capacity may be needed",
-            })
-    widths = {n: f["T4"]["suggested_width"] for n, f in layers.items()
-              if f["T4"]["oversized"] and n != output_name}
+            suggestions.append(
+                {
+                    "task": "T5",
+                    "layer": last,
+                    "add_capacity": True,
+                    "text": f"labels are not yet separable after the last hidden layer {last} "
+                    f"(k-NN accuracy {acc:.3f}): more capacity may be needed",
+                }
+            )
+    widths = {
+        n: f["T4"]["suggested_width"]
+        for n, f in layers.items()
+        if f["T4"]["oversized"] and n != output_name
+    }
     step = layers[output_name]["step"] if output_name else None
-    return {"step": step, "thresholds": asdict(t), "layers": layers, "suggestions": suggestions,
-            "suggested_widths": widths}
+    return {
+        "step": step,
+        "thresholds": asdict(t),
+        "layers": layers,
+        "suggestions": suggestions,
+        "suggested_widths": widths,
+    }
 
 
 def _summary(result: dict) -> dict:
@@ -238,8 +256,12 @@ def _summary(result: dict) -> dict:
             "suggested_width": f["T4"]["suggested_width"],
             "separability": f.get("T5", {}).get("accuracy"),
         }
-    return {"step": result["step"], "layers": rows, "suggestions": result["suggestions"],
-            "suggested_widths": result["suggested_widths"]}
+    return {
+        "step": result["step"],
+        "layers": rows,
+        "suggestions": result["suggestions"],
+        "suggested_widths": result["suggested_widths"],
+    }
 
 
 def write_findings(run_dir, *, overwrite: bool = False, t: Thresholds = Thresholds()) -> int:
@@ -259,8 +281,9 @@ def write_findings(run_dir, *, overwrite: bool = False, t: Thresholds = Threshol
         if "findings" in snap.record and not overwrite:
             continue
         result = run_findings(run, i, t)
-        path = run.path / next(s["file"] for s in run.manifest["snapshots"]
-                               if s["step"] == snap.step)
+        path = run.path / next(
+            s["file"] for s in run.manifest["snapshots"] if s["step"] == snap.step
+        )
         record = read_json(path)
         record["findings"] = result
         record["findings_summary"] = _summary(result)
@@ -274,24 +297,37 @@ def write_findings(run_dir, *, overwrite: bool = False, t: Thresholds = Threshol
 
 def format_report(summary: dict) -> str:
     """A readable terminal table of a findings summary."""
-    header = ("layer", "filters", "stable since", "dead", "always on", "undetected",
-              "redundant grp", "suggest width", "k-NN sep.")
+    header = (
+        "layer",
+        "filters",
+        "stable since",
+        "dead",
+        "always on",
+        "undetected",
+        "redundant grp",
+        "suggest width",
+        "k-NN sep.",
+    )
     rows = [header]
     for name, r in summary["layers"].items():
-        rows.append((
-            name,
-            str(r["n_filters"]),
-            "-" if r["stable_since_step"] is None else f"step {r['stable_since_step']}",
-            str(r["dead"]),
-            str(r["always_on"]),
-            f"{100 * r['undetected_share']:.0f}%",
-            str(r["redundant_groups"]),
-            str(r["suggested_width"]),
-            "-" if r["separability"] is None else f"{r['separability']:.3f}",
-        ))
+        rows.append(
+            (
+                name,
+                str(r["n_filters"]),
+                "-" if r["stable_since_step"] is None else f"step {r['stable_since_step']}",
+                str(r["dead"]),
+                str(r["always_on"]),
+                f"{100 * r['undetected_share']:.0f}%",
+                str(r["redundant_groups"]),
+                str(r["suggested_width"]),
+                "-" if r["separability"] is None else f"{r['separability']:.3f}",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     out = [f"DeepEyes findings at step {summary['step']}", ""] + lines
     if summary["suggestions"] or summary["suggested_widths"]:

@@ -51,8 +51,9 @@ def _reduce(descriptors: np.ndarray, seed: int) -> np.ndarray:
     return PCA(PCA_DIMENSIONS, random_state=seed).fit_transform(x).astype(np.float32)
 
 
-def layer_maps(layer, *, previous: dict | None = None, max_points: int = 2000,
-               seed: int = 0) -> dict[str, np.ndarray]:
+def layer_maps(
+    layer, *, previous: dict | None = None, max_points: int = 2000, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Computes the input map and filter map of one layer at one snapshot.
 
     Args:
@@ -99,8 +100,7 @@ def missing_maps(run) -> list[tuple[int, str]]:
     ]
 
 
-def compute_missing_maps(run_dir, *, max_points: int = 2000, seed: int = 0,
-                         progress=None) -> int:
+def compute_missing_maps(run_dir, *, max_points: int = 2000, seed: int = 0, progress=None) -> int:
     """Computes every missing map of a run, in step order; returns how many were written.
 
     Args:
@@ -121,15 +121,19 @@ def compute_missing_maps(run_dir, *, max_points: int = 2000, seed: int = 0,
                     with np.load(path) as data:
                         previous[layer.key] = {"uid": data["uid"], "xy": data["xy"]}
                 continue
-            arrays = layer_maps(layer, previous=previous.get(layer.key), max_points=max_points,
-                                seed=seed)
+            arrays = layer_maps(
+                layer, previous=previous.get(layer.key), max_points=max_points, seed=seed
+            )
             path.parent.mkdir(parents=True, exist_ok=True)
             write_npz(path, arrays)
             previous[layer.key] = arrays
             done += 1
             if progress:
-                progress(done, total, f"maps of {name} at step {snap.step} "
-                                      f"({float(arrays['seconds']):.1f} s)")
+                progress(
+                    done,
+                    total,
+                    f"maps of {name} at step {snap.step} ({float(arrays['seconds']):.1f} s)",
+                )
     return done
 
 
@@ -159,8 +163,12 @@ def _worker_main(run_dir: str, max_points: int, seed: int) -> None:
     for line in sys.stdin:
         message = line.strip()
         try:
-            compute_missing_maps(run_dir, max_points=max_points, seed=seed,
-                                 progress=lambda d, t, m: send("progress", d, t, m))
+            compute_missing_maps(
+                run_dir,
+                max_points=max_points,
+                seed=seed,
+                progress=lambda d, t, m: send("progress", d, t, m),
+            )
             write_views(run_dir, cache=cache)
             write_findings(run_dir)
         except Exception as err:  # noqa: BLE001 - reported to the parent, which shows it
@@ -181,8 +189,7 @@ class MapWorker:
 
     def __init__(self, run_dir, *, max_points: int = 2000, seed: int = 0):
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "deepeyes_keras.maps", str(run_dir), str(max_points),
-             str(seed)],
+            [sys.executable, "-m", "deepeyes_keras.maps", str(run_dir), str(max_points), str(seed)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

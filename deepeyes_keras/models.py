@@ -8,8 +8,15 @@ import keras
 LENET_L2 = 0.00025
 
 
-def lenet(*, conv1: int = 20, conv2: int = 50, fc1: int = 500, n_classes: int = 10,
-          input_shape=(28, 28, 1), seed: int | None = None) -> keras.Model:
+def lenet(
+    *,
+    conv1: int = 20,
+    conv2: int = 50,
+    fc1: int = 500,
+    n_classes: int = 10,
+    input_shape=(28, 28, 1),
+    seed: int | None = None,
+) -> keras.Model:
     """Caffe's LeNet as the DeepEyes paper used it: no activation after the convolutions.
 
     Args:
@@ -32,17 +39,40 @@ def lenet(*, conv1: int = 20, conv2: int = 50, fc1: int = 500, n_classes: int = 
     return keras.Sequential(
         [
             keras.Input(input_shape),
-            keras.layers.Conv2D(conv1, 5, kernel_initializer=init(0), kernel_regularizer=reg,
-                                bias_regularizer=reg, name="conv1"),
+            keras.layers.Conv2D(
+                conv1,
+                5,
+                kernel_initializer=init(0),
+                kernel_regularizer=reg,
+                bias_regularizer=reg,
+                name="conv1",
+            ),
             keras.layers.MaxPooling2D(2, 2, name="pool1"),
-            keras.layers.Conv2D(conv2, 5, kernel_initializer=init(1), kernel_regularizer=reg,
-                                bias_regularizer=reg, name="conv2"),
+            keras.layers.Conv2D(
+                conv2,
+                5,
+                kernel_initializer=init(1),
+                kernel_regularizer=reg,
+                bias_regularizer=reg,
+                name="conv2",
+            ),
             keras.layers.MaxPooling2D(2, 2, name="pool2"),
             keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(fc1, activation="relu", kernel_initializer=init(2),
-                               kernel_regularizer=reg, bias_regularizer=reg, name="fc1"),
-            keras.layers.Dense(n_classes, kernel_initializer=init(3), kernel_regularizer=reg,
-                               bias_regularizer=reg, name="fc2"),
+            keras.layers.Dense(
+                fc1,
+                activation="relu",
+                kernel_initializer=init(2),
+                kernel_regularizer=reg,
+                bias_regularizer=reg,
+                name="fc1",
+            ),
+            keras.layers.Dense(
+                n_classes,
+                kernel_initializer=init(3),
+                kernel_regularizer=reg,
+                bias_regularizer=reg,
+                name="fc2",
+            ),
         ],
         name="lenet",
     )

@@ -155,8 +155,10 @@ class Run:
         rows = np.clip(rows, 0, max(len(index["uid"]) - 1, 0))
         found = (len(index["uid"]) > 0) & (index["uid"][rows] == uids) if len(uids) else rows
         if len(uids) and not np.all(found):
-            raise ValueError(f"Run {self.path}: {int((~found).sum())} reservoir entries of layer "
-                             f"{key} have no stored samples; the run directory is incomplete.")
+            raise ValueError(
+                f"Run {self.path}: {int((~found).sum())} reservoir entries of layer "
+                f"{key} have no stored samples; the run directory is incomplete."
+            )
         return Samples(**{name: index[name][rows] for name in Samples.__dataclass_fields__})
 
     def _chunk_index(self, key: str) -> dict[str, np.ndarray]:
@@ -210,8 +212,9 @@ def load_run(path) -> Run:
         try:
             record = read_json(file)
             if record.get("schema_version", 0) > SCHEMA_VERSION:
-                raise ValueError(f"schema version {record['schema_version']} is newer than "
-                                 f"{SCHEMA_VERSION}")
+                raise ValueError(
+                    f"schema version {record['schema_version']} is newer than {SCHEMA_VERSION}"
+                )
             if not (path / record["arrays"]).is_file():
                 raise FileNotFoundError(f"missing {record['arrays']}")
             run.snapshots.append(Snapshot(run, record))

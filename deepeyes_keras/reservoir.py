@@ -31,8 +31,9 @@ class Reservoir:
         seed: integer seed; candidates' random draws derive from (seed, step).
     """
 
-    def __init__(self, capacity: int, shapes: dict[str, tuple[int, ...]], make_variable, scatter,
-                 seed: int):
+    def __init__(
+        self, capacity: int, shapes: dict[str, tuple[int, ...]], make_variable, scatter, seed: int
+    ):
         self.capacity = int(capacity)
         self.shapes = {k: tuple(int(s) for s in v) for k, v in shapes.items()}
         self._scatter = scatter

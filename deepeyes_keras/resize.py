@@ -9,9 +9,14 @@ import keras
 _WIDTH_KEYS = {"Conv1D": "filters", "Conv2D": "filters", "Dense": "units"}
 
 
-def resize_model(model: keras.Model, widths: dict[str, int] | None = None, *,
-                 remove: list[str] | tuple[str, ...] = (), compile_like: bool = True,
-                 name: str | None = None) -> keras.Model:
+def resize_model(
+    model: keras.Model,
+    widths: dict[str, int] | None = None,
+    *,
+    remove: list[str] | tuple[str, ...] = (),
+    compile_like: bool = True,
+    name: str | None = None,
+) -> keras.Model:
     """Rebuilds ``model`` with the same topology, new widths and fresh weights.
 
     Works for Sequential and Functional models: every layer is re-created from its config
@@ -41,24 +46,38 @@ def resize_model(model: keras.Model, widths: dict[str, int] | None = None, *,
     names = [layer.name for layer in model.layers]
     unknown = [n for n in list(widths) + remove if n not in names]
     if unknown:
-        hints = [f"{n!r}" + (f" (did you mean {difflib.get_close_matches(n, names, 1)[0]!r}?)"
-                             if difflib.get_close_matches(n, names, 1) else "") for n in unknown]
-        raise ValueError(f"resize_model: unknown layer name(s) {', '.join(hints)}. "
-                         f"Layers of {model.name!r}: {names}.")
+        hints = [
+            f"{n!r}"
+            + (
+                f" (did you mean {difflib.get_close_matches(n, names, 1)[0]!r}?)"
+                if difflib.get_close_matches(n, names, 1)
+                else ""
+            )
+            for n in unknown
+        ]
+        raise ValueError(
+            f"resize_model: unknown layer name(s) {', '.join(hints)}. "
+            f"Layers of {model.name!r}: {names}."
+        )
     for layer_name, width in widths.items():
         layer = model.get_layer(layer_name)
         if type(layer).__name__ not in _WIDTH_KEYS:
-            raise ValueError(f"resize_model: layer {layer_name!r} is a {type(layer).__name__}; "
-                             "only Conv1D, Conv2D and Dense widths can be changed.")
+            raise ValueError(
+                f"resize_model: layer {layer_name!r} is a {type(layer).__name__}; "
+                "only Conv1D, Conv2D and Dense widths can be changed."
+            )
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-            raise ValueError(f"resize_model: width of {layer_name!r} must be an integer >= 1. "
-                             f"Received: {width!r}.")
+            raise ValueError(
+                f"resize_model: width of {layer_name!r} must be an integer >= 1. "
+                f"Received: {width!r}."
+            )
     for layer_name in remove:
         if layer_name in widths:
             raise ValueError(f"resize_model: layer {layer_name!r} is both resized and removed.")
         if model.layers and model.get_layer(layer_name) is model.layers[-1]:
-            raise ValueError(f"resize_model: {layer_name!r} is the output layer; it cannot be "
-                             "removed.")
+            raise ValueError(
+                f"resize_model: {layer_name!r} is the output layer; it cannot be removed."
+            )
 
     def clone(layer):
         config = layer.get_config()

@@ -58,7 +58,7 @@ def perplexity(acts: tf.Tensor) -> tf.Tensor:
 
 
 def histogram_bins(perp: tf.Tensor, n_filters: int) -> tf.Tensor:
-    """Bin index (0..29) of each perplexity on 30 equal-width bins over [1, F]; P = F is the last bin."""
+    """Bin (0..29) of each perplexity on 30 equal-width bins over [1, F]; P = F is the last."""
     if n_filters <= 1:
         return tf.fill(tf.shape(perp), N_BINS - 1)
     scaled = (perp - 1.0) / float(n_filters - 1) * N_BINS
@@ -159,9 +159,9 @@ class LayerStatistics:
         self.last_reached.assign(tf.where(reached, step, self.last_reached.read_value()))
 
         acts64 = tf.cast(acts, tf.float64)
-        self.label_sum.assign_add(tf.matmul(acts64, tf.one_hot(labels, self.n_labels,
-                                                               dtype=tf.float64),
-                                            transpose_a=True))  # out-of-range label: zero row
+        self.label_sum.assign_add(
+            tf.matmul(acts64, tf.one_hot(labels, self.n_labels, dtype=tf.float64), transpose_a=True)
+        )  # out-of-range label: zero row
         # phi needs sum a_i over the same instances as the pairwise sums, so both use the subset.
         jac = acts[: jaccard_instances(acts.shape[0], self.n_filters)]
         self.sum.assign_add(tf.reduce_sum(tf.cast(jac, tf.float64), axis=0))

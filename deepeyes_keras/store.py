@@ -113,8 +113,9 @@ class RunWriter:
         self.manifest.setdefault("snapshots", [])
         self._write_manifest()
 
-    def write_snapshot(self, record: dict, arrays: dict[str, np.ndarray],
-                       samples: dict[str, dict[str, np.ndarray]]) -> None:
+    def write_snapshot(
+        self, record: dict, arrays: dict[str, np.ndarray], samples: dict[str, dict[str, np.ndarray]]
+    ) -> None:
         """Writes one snapshot: sample chunks, arrays, record, then the manifest that lists it.
 
         Args:
@@ -133,12 +134,22 @@ class RunWriter:
             write_npz(self.run_dir / rel, columns)
             chunks[key] = rel
         write_npz(self.run_dir / "snapshots" / f"{stem}.npz", arrays)
-        record = dict(record, schema_version=SCHEMA_VERSION, arrays=f"snapshots/{stem}.npz",
-                      sample_chunks=chunks)
+        record = dict(
+            record,
+            schema_version=SCHEMA_VERSION,
+            arrays=f"snapshots/{stem}.npz",
+            sample_chunks=chunks,
+        )
         self.nonfinite_replaced += write_json(self.run_dir / "snapshots" / f"{stem}.json", record)
         entries = [s for s in self.manifest["snapshots"] if s["step"] != step]
-        entries.append({"step": step, "epoch": record.get("epoch"),
-                        "file": f"snapshots/{stem}.json", "time": record.get("time")})
+        entries.append(
+            {
+                "step": step,
+                "epoch": record.get("epoch"),
+                "file": f"snapshots/{stem}.json",
+                "time": record.get("time"),
+            }
+        )
         self.manifest["snapshots"] = sorted(entries, key=lambda s: s["step"])
         self.manifest["last_step"] = step
         self.manifest["updated"] = record.get("time")

@@ -90,7 +90,9 @@ def resolve_layers(model, names=None) -> tuple[list, list[str]]:
         hints = []
         for n in unknown:
             close = difflib.get_close_matches(n, list(by_name), n=3)
-            hints.append(f"{n!r} (did you mean {', '.join(map(repr, close))}?)" if close else repr(n))
+            hints.append(
+                f"{n!r} (did you mean {', '.join(map(repr, close))}?)" if close else repr(n)
+            )
         raise ValueError(
             f"Invalid value for argument layers: {len(unknown)} name(s) are not layers of model "
             f"{model.name!r}: {'; '.join(hints)}. Available layers: {list(by_name)}."
@@ -141,8 +143,10 @@ class _LayerTap:
         self.windows = rf.layer_windows(layer, in_shape)
         self.grid = tuple(int(s) for s in out_shape[1:-1])
         self.n_filters = int(out_shape[-1])
-        self.descriptor_size = int(np.prod(in_shape[1:])) if not self.grid else (
-            int(np.prod([w.kernel for w in self.windows])) * int(in_shape[-1])
+        self.descriptor_size = (
+            int(np.prod(in_shape[1:]))
+            if not self.grid
+            else (int(np.prod([w.kernel for w in self.windows])) * int(in_shape[-1]))
         )
         self.space_map = space_map  # None: the whole input is the patch
 
@@ -177,8 +181,19 @@ class Recorder:
         jit_compile: compile :meth:`measure` with XLA.
     """
 
-    def __init__(self, model, layers, *, images_per_step, positions_per_image, reservoir_size,
-                 n_labels, seed, strategy=None, jit_compile=False):
+    def __init__(
+        self,
+        model,
+        layers,
+        *,
+        images_per_step,
+        positions_per_image,
+        reservoir_size,
+        n_labels,
+        seed,
+        strategy=None,
+        jit_compile=False,
+    ):
         if len(model.inputs) != 1:
             raise ValueError(
                 f"DeepEyesCallback supports models with one input; model {model.name!r} has "
@@ -202,7 +217,8 @@ class Recorder:
         with strategy.scope() if replicated else _no_scope():
             self.step = _capture_variable("deepeyes/step", tf.zeros([], tf.int64), replicated)
             self.captured_x = _capture_variable(
-                "deepeyes/captured_x", tf.zeros((k,) + self.input_shape, self.input_dtype),
+                "deepeyes/captured_x",
+                tf.zeros((k,) + self.input_shape, self.input_dtype),
                 replicated,
             )
             self.captured_y = _capture_variable("deepeyes/captured_y", tf.fill([k], -1), replicated)
@@ -213,19 +229,24 @@ class Recorder:
         self.stats, self.reservoirs = [], []
         for tap in self.taps:
             prefix = f"deepeyes/L{tap.index}/"
-            self.stats.append(LayerStatistics(
-                tap.n_filters, self.n_labels, lambda n, v, p=prefix: variable(p + n, v)))
-            self.reservoirs.append(Reservoir(
-                reservoir_size,
-                {
-                    "descriptor": (tap.descriptor_size,),
-                    "activation": (tap.n_filters,),
-                    "patch": self.patch_shape(tap),
-                },
-                lambda n, v, p=prefix: variable(p + "reservoir/" + n, v),
-                lambda var, idx, upd: var.scatter_nd_update(idx, upd),
-                seed=self.seed * 7919 + tap.index,
-            ))
+            self.stats.append(
+                LayerStatistics(
+                    tap.n_filters, self.n_labels, lambda n, v, p=prefix: variable(p + n, v)
+                )
+            )
+            self.reservoirs.append(
+                Reservoir(
+                    reservoir_size,
+                    {
+                        "descriptor": (tap.descriptor_size,),
+                        "activation": (tap.n_filters,),
+                        "patch": self.patch_shape(tap),
+                    },
+                    lambda n, v, p=prefix: variable(p + "reservoir/" + n, v),
+                    lambda var, idx, upd: var.scatter_nd_update(idx, upd),
+                    seed=self.seed * 7919 + tap.index,
+                )
+            )
         self.measure = tf.function(self._measure, jit_compile=jit_compile)
 
     def patch_shape(self, tap) -> tuple[int, ...]:
@@ -310,6 +331,7 @@ class Recorder:
             written_uid: per layer index, the largest reservoir uid already stored; only rows
                 with a larger uid are copied (the reservoir's bulk columns are large).
         """
+
         def value(v):
             return tf.convert_to_tensor(v).numpy()
 
@@ -322,11 +344,13 @@ class Recorder:
             for name, column in res.columns.items():
                 if name != "uid":
                     new[name] = tf.gather(tf.convert_to_tensor(column), rows).numpy()
-            layers.append({
-                "stats": {n: value(v) for n, v in stats.variables().items()},
-                "reservoir_uids": uid[uid >= 0],
-                "new_samples": new,
-            })
+            layers.append(
+                {
+                    "stats": {n: value(v) for n, v in stats.variables().items()},
+                    "reservoir_uids": uid[uid >= 0],
+                    "new_samples": new,
+                }
+            )
         return {"step": int(value(self.step)), "layers": layers}
 
 

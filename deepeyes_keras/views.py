@@ -2,9 +2,9 @@
 
 Layout (all sorted-key Vega-Lite v6 JSON, self-contained)::
 
-    <run>/views/overview.vl.json                 loss and metrics over steps (rewritten as the run grows)
-    <run>/views/histograms.vl.json               perplexity histograms of every layer, snapshot selector
-    <run>/views/step-NNNNNNNN/L<i>.vl.json       linked layer view of layer i at that snapshot
+    <run>/views/overview.vl.json            loss and metrics over steps (rewritten as it grows)
+    <run>/views/histograms.vl.json          perplexity histograms of every layer, snapshot selector
+    <run>/views/step-NNNNNNNN/L<i>.vl.json  linked layer view of layer i at that snapshot
 
 :func:`write_views` is idempotent: layer views of a snapshot are written once (their data never
 changes), the two run-wide views every time. The maps worker calls it after each snapshot's maps,
@@ -33,20 +33,27 @@ def view_path(run_dir, name: str, step: int | None = None) -> Path:
 
 
 def overview(run: Run) -> dict:
-    metrics = {k: v for k, v in run.metrics().items()
-               if k == "step" or all(x is None or isinstance(x, int | float) for x in v)}
+    metrics = {
+        k: v
+        for k, v in run.metrics().items()
+        if k == "step" or all(x is None or isinstance(x, int | float) for x in v)
+    }
     return charts.overview_spec(metrics)
 
 
 def histograms(run: Run) -> dict:
-    layers = [{"name": info["name"], "n_filters": info["n_filters"]}
-              for info in run.manifest["analysed_layers"]]
+    layers = [
+        {"name": info["name"], "n_filters": info["n_filters"]}
+        for info in run.manifest["analysed_layers"]
+    ]
     snapshots = [
         {
             "step": snap.step,
             "layers": {
-                name: {"histogram": layer.perplexity_histogram.tolist(),
-                       "change": layer.perplexity_change.tolist()}
+                name: {
+                    "histogram": layer.perplexity_histogram.tolist(),
+                    "change": layer.perplexity_change.tolist(),
+                }
                 for name, layer in snap.layers.items()
             },
         }
@@ -70,8 +77,9 @@ class _ThumbnailCache:
         return out
 
 
-def layer_view(snapshot: Snapshot, name: str, *, cache: _ThumbnailCache | None = None,
-               max_points: int = 2000) -> dict | None:
+def layer_view(
+    snapshot: Snapshot, name: str, *, cache: _ThumbnailCache | None = None, max_points: int = 2000
+) -> dict | None:
     """The linked layer view of one layer at one snapshot; None while its maps are missing."""
     layer = snapshot.layers[name]
     maps = layer.maps
@@ -106,8 +114,9 @@ def _write(path: Path, spec: dict) -> Path:
     return path
 
 
-def write_views(run_dir, steps=None, *, overwrite: bool = False,
-                cache: _ThumbnailCache | None = None) -> list[Path]:
+def write_views(
+    run_dir, steps=None, *, overwrite: bool = False, cache: _ThumbnailCache | None = None
+) -> list[Path]:
     """Writes the run's views; returns the paths written.
 
     Args:
@@ -120,8 +129,10 @@ def write_views(run_dir, steps=None, *, overwrite: bool = False,
     if not run.snapshots:
         return []
     cache = cache or _ThumbnailCache()
-    written = [_write(view_path(run.path, "overview"), overview(run)),
-               _write(view_path(run.path, "histograms"), histograms(run))]
+    written = [
+        _write(view_path(run.path, "overview"), overview(run)),
+        _write(view_path(run.path, "histograms"), histograms(run)),
+    ]
     wanted = None if steps is None else {int(s) for s in steps}
     for snap in run.snapshots:
         if wanted is not None and snap.step not in wanted:

@@ -74,15 +74,25 @@ def test_constructor_validates_and_touches_no_disk(tmp_path):
 def test_exact_files_and_reader_on_sequential_without_input(tmp_path):
     x, y = images(48)
     model = small_cnn(with_input=False)
-    cb = callback(tmp_path, snapshot_every=2, sample_every=1, images_per_step=4,
-                  positions_per_image=3, reservoir_size=500)
+    cb = callback(
+        tmp_path,
+        snapshot_every=2,
+        sample_every=1,
+        images_per_step=4,
+        positions_per_image=3,
+        reservoir_size=500,
+    )
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])  # 6 steps
     run_dir = tmp_path / "runs" / "run"
     assert cb.run_dir == run_dir
     expected = ["manifest.json"]
     for step in (2, 4, 6):
-        expected += [f"snapshots/step-{step:08d}.json", f"snapshots/step-{step:08d}.npz",
-                     f"samples/L0/entries-{step:08d}.npz", f"samples/L1/entries-{step:08d}.npz"]
+        expected += [
+            f"snapshots/step-{step:08d}.json",
+            f"snapshots/step-{step:08d}.npz",
+            f"samples/L0/entries-{step:08d}.npz",
+            f"samples/L1/entries-{step:08d}.npz",
+        ]
     assert files_under(run_dir) == sorted(expected)
 
     manifest = strict_load(run_dir / "manifest.json")
@@ -118,10 +128,17 @@ def test_statistics_agree_with_numpy_on_every_kept_instance(tmp_path):
     # so everything the callback recorded can be recomputed from the stored samples.
     x, y = images(64, seed=1)
     model = small_cnn()
-    model.compile(keras.optimizers.SGD(0.0),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    cb = callback(tmp_path, snapshot_every=4, sample_every=1, images_per_step=4,
-                  positions_per_image=5, reservoir_size=1000)
+    model.compile(
+        keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    cb = callback(
+        tmp_path,
+        snapshot_every=4,
+        sample_every=1,
+        images_per_step=4,
+        positions_per_image=5,
+        reservoir_size=1000,
+    )
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])
     run = load_run(cb.run_dir)
     last = run.snapshots[-1]
@@ -168,8 +185,9 @@ def test_statistics_agree_with_numpy_on_every_kept_instance(tmp_path):
     assert total.sum() == len(acts)
     assert np.abs(total - np.bincount(bins, minlength=30)).sum() <= 2 * on_edge
     first, second = run.snapshots[0].layers["conv"], run.snapshots[1].layers["conv"]
-    np.testing.assert_allclose(second.perplexity_change,
-                               second.perplexity_histogram - first.perplexity_histogram)
+    np.testing.assert_allclose(
+        second.perplexity_change, second.perplexity_histogram - first.perplexity_histogram
+    )
 
 
 def test_ground_truth_dead_always_on_and_duplicate_filters(tmp_path):
@@ -240,17 +258,29 @@ def test_functional_dataset_one_hot_labels(tmp_path):
 
 def test_conv1d_and_tabular_models(tmp_path):
     rng = np.random.default_rng(3)
-    seq = keras.Sequential([keras.Input((20, 2)), keras.layers.Conv1D(5, 4, dilation_rate=2),
-                            keras.layers.GlobalMaxPooling1D(), keras.layers.Dense(2)])
+    seq = keras.Sequential(
+        [
+            keras.Input((20, 2)),
+            keras.layers.Conv1D(5, 4, dilation_rate=2),
+            keras.layers.GlobalMaxPooling1D(),
+            keras.layers.Dense(2),
+        ]
+    )
     seq.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     cb = callback(tmp_path, run_name="seq")
-    seq.fit(rng.random((32, 20, 2)), rng.integers(0, 2, 32), batch_size=8, verbose=0,
-            callbacks=[cb])
+    seq.fit(
+        rng.random((32, 20, 2)), rng.integers(0, 2, 32), batch_size=8, verbose=0, callbacks=[cb]
+    )
     conv = load_run(cb.run_dir).snapshots[-1].layers[seq.layers[0].name]
     assert conv.samples.descriptor.shape[1] == 4 * 2 and conv.samples.box_size[0].tolist() == [7]
 
-    tab = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
-                            keras.layers.Dense(1, activation="sigmoid")])
+    tab = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
     tab.compile("sgd", "binary_crossentropy")
     cb = callback(tmp_path, run_name="tab")
     tab.fit(rng.random((32, 6)), rng.integers(0, 2, 32), batch_size=8, verbose=0, callbacks=[cb])
@@ -285,8 +315,9 @@ def test_unknown_layers_are_all_listed_with_close_matches(tmp_path):
 
 
 def test_unsupported_layer_is_named_in_one_warning_and_skipped(tmp_path):
-    model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4, name="lstm"),
-                              keras.layers.Dense(2, name="head")])
+    model = keras.Sequential(
+        [keras.Input((5, 3)), keras.layers.LSTM(4, name="lstm"), keras.layers.Dense(2, name="head")]
+    )
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     cb = callback(tmp_path, layers=["lstm", "head"])
     with pytest.warns(UserWarning, match=r"\['lstm'\]"):

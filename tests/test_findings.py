@@ -20,7 +20,10 @@ def test_t1_stable_when_histograms_stop_changing_beyond_chance():
     # The last shift is between steps 40 and 80; three calm transitions later (80->100,
     # 100->200, 200->300) the layer is stable, from step 300 on.
     assert out["stable_since_step"] == 300
-    assert out["excess_change"][3] > 2 * T.stable_excess and max(out["excess_change"][4:]) <= T.stable_excess
+    assert (
+        out["excess_change"][3] > 2 * T.stable_excess
+        and max(out["excess_change"][4:]) <= T.stable_excess
+    )
 
 
 def test_t1_noise_alone_is_not_change_but_a_shift_is():
@@ -50,12 +53,14 @@ def test_t2_reports_exactly_the_dead_and_always_on_filters():
 
 def test_t3_share_of_instances_no_filter_detects():
     mu = np.array([2.0, 4.0, 1.0])
-    acts = np.array([
-        [0.0, 0.0, 0.0],  # nothing
-        [0.1, 0.3, 0.05],  # all below 10% of max
-        [1.0, 0.0, 0.0],  # filter 0 responds
-        [0.0, 0.0, 0.5],  # filter 2 responds
-    ])
+    acts = np.array(
+        [
+            [0.0, 0.0, 0.0],  # nothing
+            [0.1, 0.3, 0.05],  # all below 10% of max
+            [1.0, 0.0, 0.0],  # filter 0 responds
+            [0.0, 0.0, 0.5],  # filter 2 responds
+        ]
+    )
     assert fd.undetected_share(acts, mu, T) == pytest.approx(0.5)
 
 

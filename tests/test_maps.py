@@ -20,12 +20,21 @@ def tiny_run(tmp_path, maps):
     # Three image templates plus noise: the receptive fields form clusters worth embedding.
     templates = rng.random((3, 8, 8, 1)) * 2
     x = (templates[y] + 0.2 * rng.random((96, 8, 8, 1))).astype("float32")
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(6, 3, name="conv"),
-                              keras.layers.Flatten(), keras.layers.Dense(3, name="out")])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(6, 3, name="conv"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3, name="out"),
+        ]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    cb = DeepEyesCallback(log_dir=tmp_path, run_name="r", snapshot_every=4, maps=maps,
-                          reservoir_size=300, verbose=0)
-    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])  # 12 steps: ends on a snapshot
+    cb = DeepEyesCallback(
+        log_dir=tmp_path, run_name="r", snapshot_every=4, maps=maps, reservoir_size=300, verbose=0
+    )
+    model.fit(
+        x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb]
+    )  # 12 steps: ends on a snapshot
     cb.wait_for_maps()
     return cb.run_dir
 
@@ -106,8 +115,12 @@ def test_export_markdown_with_images_for_a_wiki(tmp_path):
     assert main(["export", str(run_dir), "--out", str(out)]) == 0
     page = (out / "index.md").read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page)
-    assert images == ["overview.png", "histograms.png", "L0-step-00000012.png",
-                      "L1-step-00000012.png"]
+    assert images == [
+        "overview.png",
+        "histograms.png",
+        "L0-step-00000012.png",
+        "L1-step-00000012.png",
+    ]
     for name in images:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## Findings" in page and "suggest width" in page

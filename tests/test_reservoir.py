@@ -31,8 +31,11 @@ def offer(res, step, m, start):
 
 def contents(res):
     uid = res.columns["uid"].numpy()[: res.capacity]
-    return uid, res.columns["descriptor"].numpy()[: res.capacity], res.columns["image"].numpy()[
-        : res.capacity]
+    return (
+        uid,
+        res.columns["descriptor"].numpy()[: res.capacity],
+        res.columns["image"].numpy()[: res.capacity],
+    )
 
 
 def test_fills_in_order_then_keeps_capacity_with_consistent_rows():
@@ -64,7 +67,7 @@ def test_inclusion_is_uniform_over_the_stream():
         uid, _, _ = contents(res)
         counts[uid] += 1
     expected = trials * capacity / n  # 12 per candidate
-    early, late = counts[: n // 2].mean(), counts[n // 2:].mean()
+    early, late = counts[: n // 2].mean(), counts[n // 2 :].mean()
     assert abs(early - expected) < 0.15 * expected
     assert abs(late - expected) < 0.15 * expected
     assert counts.sum() == trials * capacity

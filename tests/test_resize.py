@@ -34,8 +34,9 @@ def test_functional_model_resize_and_remove_a_dense_layer():
     assert new.compiled
     new.fit(np.zeros((4, 12)), np.zeros(4), verbose=0)
     # Fresh weights: not copied from the original.
-    assert not np.allclose(new.get_layer("out").get_weights()[0][:8],
-                           model.get_layer("out").get_weights()[0][:8])
+    assert not np.allclose(
+        new.get_layer("out").get_weights()[0][:8], model.get_layer("out").get_weights()[0][:8]
+    )
 
 
 def test_clear_errors():

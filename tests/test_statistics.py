@@ -86,7 +86,7 @@ def test_running_statistics_match_numpy_over_several_updates():
 
     # Frequency: each instance compared with the running max after its own update.
     above, running, last = np.zeros(f), np.zeros(f), np.full(f, -1)
-    for step, a, _ in batches:
+    for _step, a, _ in batches:
         running = np.maximum(running, a.max(0))
         above += (a > st.BETA * running).sum(0)
     np.testing.assert_allclose(out["frequency"], above / len(all_a), rtol=RTOL)
