@@ -176,6 +176,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
         self._written_uid: dict[int, int] = {}
         self._fit_start = None
         self._map_worker = None
+        self._seen_step = 0
 
     @property
     def run_dir(self) -> Path | None:
@@ -223,9 +224,12 @@ class DeepEyesCallback(keras.callbacks.Callback):
             self._pending_metrics.setdefault(name, []).append(value)
         step = int(self._recorder.step.numpy())
         self._pending_metrics.setdefault("step", []).append(step)
-        if step <= self.dense_steps or (step - 1) % self.sample_every == 0:
+        # With steps_per_execution > 1 several steps pass between two calls: act when a sampled
+        # or snapshot step lies in (previous step, step].
+        previous, self._seen_step = self._seen_step, step
+        if step <= self.dense_steps or _crossed(previous, step, self.sample_every, offset=1):
             self._recorder.measure()
-        if self._is_snapshot_step(step):
+        if self._is_snapshot_step(previous, step):
             self._snapshot(step)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -310,12 +314,13 @@ class DeepEyesCallback(keras.callbacks.Callback):
 
     # -- snapshots -----------------------------------------------------------------------------
 
-    def _is_snapshot_step(self, step: int) -> bool:
+    def _is_snapshot_step(self, previous: int, step: int) -> bool:
         if step <= self._last_snapshot_step:
             return False
         if self.snapshot_every == "auto":
-            return step in _EARLY_SNAPSHOTS or step % 100 == 0
-        return step % self.snapshot_every == 0
+            early = any(previous < s <= step for s in _EARLY_SNAPSHOTS)
+            return early or _crossed(previous, step, 100)
+        return _crossed(previous, step, self.snapshot_every)
 
     def _snapshot(self, step: int) -> None:
         if self._writer is None:
@@ -505,6 +510,11 @@ class DeepEyesCallback(keras.callbacks.Callback):
                 for tap in rec.taps
             ],
         }
+
+
+def _crossed(previous: int, step: int, every: int, offset: int = 0) -> bool:
+    """True when some s in (previous, step] has (s - offset) % every == 0."""
+    return (step - offset) // every > (previous - offset) // every
 
 
 def _is_chief(strategy) -> bool:

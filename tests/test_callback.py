@@ -413,3 +413,16 @@ def test_mirrored_strategy_on_two_logical_cpus(tmp_path):
 def test_public_api():
     assert deepeyes_keras.DeepEyesCallback is DeepEyesCallback
     assert callable(deepeyes_keras.load_run)
+
+
+def test_steps_per_execution_still_hits_every_snapshot(tmp_path):
+    x, y = images(96)
+    model = small_cnn()
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  steps_per_execution=3)
+    cb = callback(tmp_path, snapshot_every=4, sample_every=2, reservoir_size=1000)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])  # 12 steps, 4 calls
+    run = load_run(cb.run_dir)
+    # Calls end at steps 3, 6, 9, 12: snapshots when a multiple of 4 was crossed.
+    assert [s.step for s in run.snapshots] == [6, 9, 12]
+    assert len(run.snapshots[-1].layers["conv"].samples) > 0
