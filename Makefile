@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 MNIST  ?= $(wildcard ../shared/data/mnist.npz)
 STEPS  ?= 2000
 
-.PHONY: demo test lint clean
+.PHONY: demo site serve test lint clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,16 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/deepeyes demo --steps $(STEPS) $(if $(MNIST),--mnist $(MNIST),)
+	$(BIN)/deepeyes demo --steps $(STEPS) --run-name lenet-demo $(if $(MNIST),--mnist $(MNIST),)
+	$(MAKE) site
+	@echo "Open the viewer: $(BIN)/python -m http.server -d site 8000, then http://127.0.0.1:8000/deepeyes/"
+	@echo "(or 'make serve' to watch runs live while training)"
+
+site: $(VENV)/.installed
+	$(BIN)/mkdocs build
+
+serve: $(VENV)/.installed
+	$(BIN)/mkdocs serve
 
 test: $(VENV)/.installed
 	DEEPEYES_MNIST=$(MNIST) $(BIN)/python -m pytest -q

@@ -206,7 +206,14 @@ class DeepEyesCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._fit_start = time.perf_counter()
         if self._writer is None and self._is_writer:
-            writer = RunWriter(self._choose_run_dir())
+            run_dir = self._choose_run_dir()
+            if (run_dir / "manifest.json").exists():
+                raise FileExistsError(
+                    f"DeepEyesCallback: run directory {str(run_dir)!r} already holds a run. Pass "
+                    "another run_name (or none, for a dated name), or delete that directory. "
+                    "(Calling fit again with the same callback continues its run.)"
+                )
+            writer = RunWriter(run_dir)
             writer.open(
                 self._manifest_base(writer.run_dir.name)
             )  # fails here, before any step, if unwritable

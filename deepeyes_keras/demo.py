@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -49,6 +50,8 @@ def train_demo(
     batch = 64
     steps_per_epoch = math.ceil(len(x) / batch)
     epochs = max(1, math.ceil(steps / steps_per_epoch))
+    if run_name and (Path(log_dir) / run_name / "manifest.json").is_file():
+        shutil.rmtree(Path(log_dir) / run_name)  # the demo replaces its previous run
     cb = DeepEyesCallback(log_dir=log_dir, run_name=run_name, seed=seed, verbose=verbose)
     began = time.perf_counter()
     model.fit(

@@ -426,3 +426,11 @@ def test_steps_per_execution_still_hits_every_snapshot(tmp_path):
     # Calls end at steps 3, 6, 9, 12: snapshots when a multiple of 4 was crossed.
     assert [s.step for s in run.snapshots] == [6, 9, 12]
     assert len(run.snapshots[-1].layers["conv"].samples) > 0
+
+
+def test_a_new_callback_never_overwrites_an_existing_run(tmp_path):
+    x, y = images(16)
+    small_cnn().fit(x, y, verbose=0, callbacks=[callback(tmp_path)])
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        small_cnn().fit(x, y, verbose=0, callbacks=[callback(tmp_path)])
+    assert load_run(tmp_path / "runs" / "run").status == "finished"

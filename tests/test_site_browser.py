@@ -1,0 +1,355 @@
+"""The built site in headless Chromium: charts render, link, switch snapshots, stay on the origin.
+
+Needs Debian's ``chromium`` (driven by playwright, see DESIGN.md section 5). If it is missing the
+tests try ``apt-get install chromium`` (as root) and are skipped only when that fails too.
+"""
+
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import textwrap
+import threading
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+LAYER_CHART = "deepeyes-layer-chart"
+WIKI = textwrap.dedent(
+    """
+    # Analysis
+
+    ```deepeyes
+    run: tiny-a
+    layer: fc1
+    step: 9
+    ```
+
+    ```deepeyes
+    run: tiny-b
+    view: histograms
+    step: 6
+    ```
+
+    ```deepeyes
+    run: tiny-b
+    view: overview
+    ```
+    """
+)
+# A spec that asks for data and an image from elsewhere: the viewer must refuse both.
+FOREIGN_SPEC = """{"$schema": "https://vega.github.io/schema/vega-lite/v6.4.1.json", "layer": [
+ {"data": {"url": "http://198.51.100.7/data.json"}, "mark": "point"},
+ {"data": {"values": [{"u": "http://198.51.100.7/image.png"}]},
+  "mark": {"type": "image", "width": 10, "height": 10}, "encoding": {"url": {"field": "u"}}}]}"""
+
+
+def find_chromium() -> str | None:
+    for candidate in (shutil.which("chromium"), "/usr/bin/chromium"):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+@functools.cache
+def chromium_or_reason() -> tuple[str | None, str]:
+    found = find_chromium()
+    if found:
+        return found, ""
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        return None, "chromium is not installed and apt-get (as root) is not available"
+    try:
+        for command in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "chromium"],
+        ):
+            subprocess.run(command, check=True, capture_output=True, timeout=900)
+    except (subprocess.SubprocessError, OSError) as err:
+        return None, f"chromium is not installed and `apt-get install chromium` failed: {err}"
+    found = find_chromium()
+    return found, "" if found else "apt-get installed no chromium executable"
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path, reason = chromium_or_reason()
+    if path is None:
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture(scope="module")
+def site_url(recorded_runs, tmp_path_factory):
+    from mkdocs.commands.build import build
+    from mkdocs.config import load_config
+
+    root = tmp_path_factory.mktemp("browser_site")
+    (root / "docs").mkdir()
+    (root / "docs" / "index.md").write_text("# Fixture site\n")
+    (root / "docs" / "analysis.md").write_text(WIKI)
+    (root / "mkdocs.yml").write_text(
+        "site_name: fixture\ndocs_dir: docs\nsite_dir: site\n"
+        "theme:\n  name: mkdocs\n  highlightjs: false\n"
+        f"plugins:\n  - search\n  - deepeyes:\n      runs: {recorded_runs}\n"
+    )
+    config = load_config(config_file=str(root / "mkdocs.yml"))
+    build(config)
+    site = Path(config.site_dir)
+    (site / "foreign.vl.json").write_text(FOREIGN_SPEC)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(site))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        yield instance
+        instance.close()
+
+
+class Watched:
+    """A page with what it logged and requested."""
+
+    def __init__(self, page, origin):
+        self.page, self.origin = page, origin
+        self.errors: list[str] = []
+        self.console: list[str] = []
+        self.requests: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.on("request", lambda r: self.requests.append(r.url))
+        # Nothing may leave the origin; should anything try, it is recorded, then refused here.
+        page.route(lambda url: not self.same_origin(url), lambda route: route.abort())
+
+    def _console(self, message) -> None:
+        self.console.append(message.text)
+        if message.type == "error":
+            self.errors.append(message.text)
+
+    def same_origin(self, url: str) -> bool:
+        return url.startswith("data:") or url.startswith(self.origin)
+
+    def open(self, path: str) -> None:
+        self.page.goto(self.origin + path)
+        self.settle()
+
+    def settle(self) -> None:
+        self.page.wait_for_function(
+            "() => window.deepeyes && window.deepeyes.started && [...document.querySelectorAll("
+            "'.deepeyes-chart')].every(e => ['ready', 'error'].includes(e.dataset.state))",
+            timeout=60_000,
+        )
+
+    def charts(self) -> list[dict]:
+        return self.page.eval_on_selector_all(
+            ".deepeyes-chart",
+            "els => els.map(e => ({id: e.id, state: e.dataset.state, loaded: e.dataset.loaded,"
+            " drawn: !!e.querySelector('canvas, svg')}))",
+        )
+
+    def foreign_requests(self) -> list[str]:
+        return [u for u in self.requests if not self.same_origin(u)]
+
+
+@pytest.fixture
+def watched(browser, site_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    yield Watched(page, site_url)
+    context.close()
+
+
+PAGES = {
+    "deepeyes/": 0,
+    "deepeyes/compare/": 2 + 2 * 3,  # two overviews, then three shared layers side by side
+    "deepeyes/tiny-a/": 2,
+    "deepeyes/tiny-b/": 2,
+    **{f"deepeyes/tiny-{r}/L{i}/": 1 for r in "ab" for i in range(3)},
+    "analysis/": 3,
+}
+
+
+@pytest.mark.parametrize("path", sorted(PAGES))
+def test_every_page_renders_its_charts(path, watched):
+    watched.open(path)
+    charts = watched.charts()
+    assert len(charts) == PAGES[path]
+    assert all(c["state"] == "ready" and c["drawn"] for c in charts), charts
+    assert watched.errors == []
+    assert watched.foreign_requests() == []
+
+
+def test_layer_page_loads_only_the_snapshot_it_shows(watched):
+    watched.open("deepeyes/tiny-a/L0/")
+    specs = [u for u in watched.requests if u.endswith(".vl.json")]
+    assert [urlsplit(u).path for u in specs] == ["/deepeyes/tiny-a/views/step-00000012/L0.vl.json"]
+
+
+def _layer_title(watched) -> str:
+    return watched.page.evaluate(
+        f"""() => {{
+        const view = window.deepeyes.views["{LAYER_CHART}"];
+        const texts = [];
+        (function walk(mark) {{
+            for (const item of mark.items || []) {{
+                if (mark.marktype === "text" && mark.role === "title-text") texts.push(item.text);
+                for (const child of item.items || []) walk(child);
+            }}
+        }})(view.scenegraph().root);
+        return texts.flat().join(" | ");
+    }}"""
+    )
+
+
+def test_snapshot_selector_rerenders_with_that_steps_spec(watched):
+    watched.open("deepeyes/tiny-b/L0/")
+    assert watched.charts()[0]["loaded"].endswith("step-00000012/L0.vl.json")
+    assert "conv1, step 12" in _layer_title(watched)
+    signal = f"() => window.deepeyes.views['{LAYER_CHART}'].signal('overlay')"
+    watched.page.check(f"#{LAYER_CHART} .vega-bind input[type=radio][value='label']")
+    assert watched.page.evaluate(signal) == "label"
+    watched.page.select_option("select.deepeyes-snapshot", label="step 6")
+    watched.page.wait_for_function(
+        f"() => document.getElementById('{LAYER_CHART}').dataset.loaded.includes('step-00000006')"
+    )
+    watched.settle()
+    (chart,) = watched.charts()
+    assert chart["state"] == "ready" and chart["drawn"]
+    assert "conv1, step 6" in _layer_title(watched)
+    assert watched.page.evaluate(signal) == "label"  # the reader's choice survives the switch
+    assert watched.page.url.endswith("/deepeyes/tiny-b/L0/?step=6")
+    assert watched.errors == [] and watched.foreign_requests() == []
+
+
+def test_step_in_the_url_picks_the_snapshot(watched):
+    watched.open("deepeyes/tiny-a/L1/?step=6")
+    assert watched.page.eval_on_selector("select.deepeyes-snapshot", "s => s.value").endswith(
+        "step-00000006/L1.vl.json"
+    )
+    assert "fc1, step 6" in _layer_title(watched)
+    assert not any("step-00000012" in u for u in watched.requests)
+
+
+def _click_mark(watched, mark: str, index: int) -> int:
+    """Clicks item `index` of the named mark on the canvas; returns its datum's filter."""
+    watched.page.eval_on_selector(f"#{LAYER_CHART}", "e => e.scrollIntoView()")
+    x, y, datum = watched.page.evaluate(
+        f"""() => {{
+        const view = window.deepeyes.views["{LAYER_CHART}"];
+        let hit = null;
+        (function walk(mark, ox, oy) {{
+            if (mark.name === "{mark}") {{
+                const item = mark.items[{index}];
+                hit = [ox + item.x, oy + item.y, item.datum.filter];
+                return;
+            }}
+            if (mark.marktype !== "group") return;
+            for (const group of mark.items) {{
+                for (const child of group.items || []) {{
+                    walk(child, ox + (group.x || 0), oy + (group.y || 0));
+                }}
+            }}
+        }})(view.scenegraph().root, 0, 0);
+        const origin = view.origin();
+        const box = view.container().querySelector("canvas").getBoundingClientRect();
+        return [box.left + origin[0] + hit[0], box.top + origin[1] + hit[1], hit[2]];
+    }}"""
+    )
+    watched.page.mouse.click(x, y)
+    return datum
+
+
+OVERLAY = """() => {
+    const view = window.deepeyes.views["deepeyes-layer-chart"];
+    let items = null;
+    (function walk(mark) {
+        if (mark.name === "concat_1_concat_0_layer_1_marks") {
+            items = mark.items.map(i => [i.datum.ov, i.fill]);
+        }
+        for (const item of mark.items || []) for (const child of item.items || []) walk(child);
+    })(view.scenegraph().root);
+    return {filter: view.signal("filter"), overlay: view.signal("overlay"), items: items};
+}"""
+
+
+def test_clicking_a_heatmap_filter_recolours_the_input_map(watched):
+    watched.open("deepeyes/tiny-a/L0/")
+    before = watched.page.evaluate(OVERLAY)
+    assert before["overlay"] == "filter"
+    assert not before["filter"]  # nothing selected: the input map shows label colours
+    assert before["items"] == []
+    picked = _click_mark(watched, "heatmap_marks", 2)
+    watched.page.wait_for_function(f"() => ({OVERLAY})().items.length > 0")
+    after = watched.page.evaluate(OVERLAY)
+    assert after["filter"]["filter"] == [picked]
+    assert len(after["items"]) > 0
+    assert all(0 <= ov <= 1 for ov, _ in after["items"])
+    other = _click_mark(watched, "heatmap_marks", 0)
+    assert other != picked
+    watched.page.wait_for_function(
+        f"() => JSON.stringify(({OVERLAY})().filter.filter) === '[{other}]'"
+    )
+    again = watched.page.evaluate(OVERLAY)
+    assert [ov for ov, _ in again["items"]] != [ov for ov, _ in after["items"]]
+    assert watched.errors == [] and watched.foreign_requests() == []
+
+
+def test_wiki_histograms_open_at_the_requested_snapshot(watched):
+    watched.open("analysis/")
+    value = watched.page.evaluate(
+        "() => window.deepeyes.views['deepeyes-embed-2'].signal('snapshot')"
+    )
+    assert value == 6
+
+
+def test_compare_page_switches_runs(watched):
+    watched.open("deepeyes/compare/?a=tiny-b&b=tiny-b")
+    loaded = [c["loaded"] for c in watched.charts()]
+    assert all("tiny-b" in u for u in loaded) and len(loaded) == 8
+    watched.page.select_option("select.deepeyes-compare-a", "tiny-a")
+    watched.settle()
+    loaded = [c["loaded"] for c in watched.charts()]
+    assert sum("tiny-a" in u for u in loaded) == 4 and sum("tiny-b" in u for u in loaded) == 4
+    assert "a=tiny-a" in watched.page.url
+    assert watched.errors == []
+
+
+def test_viewer_refuses_other_origins(watched):
+    watched.open("deepeyes/")
+    watched.page.evaluate(
+        "() => { const d = document.createElement('div'); d.className = 'deepeyes-chart';"
+        " d.id = 'foreign'; document.body.appendChild(d);"
+        " return window.deepeyes.embed(d, '../foreign.vl.json'); }"
+    )
+    # vega warns that the data failed to load, skips the image, and draws the rest
+    assert watched.page.eval_on_selector("#foreign", "e => e.dataset.state") == "ready"
+    assert any(
+        "Loading failed http://198.51.100.7/data.json" in m
+        and "load nothing from another origin" in m
+        for m in watched.console
+    )
+    assert watched.foreign_requests() == []
