@@ -1,0 +1,592 @@
+"""Case study: the DeepEyes paper's MNIST LeNet, its findings, and the redesign they suggest.
+
+One command::
+
+    python case_studies/mnist_lenet/run.py                 # 3 seeds x 2,000 iterations
+    python case_studies/mnist_lenet/run.py --quick         # CI: 60 iterations, 1 seed, temp dir
+
+For each seed it
+
+1. trains the paper's Caffe LeNet (``deepeyes_keras.models.lenet``, 431,080 parameters; SGD momentum
+   0.9, "inv" schedule, L2 0.00025, batch 64, inputs / 256) for ``--steps`` iterations with
+   :class:`~deepeyes_keras.DeepEyesCallback` watching (run ``lenet-seed<s>``), then computes the
+   run's views and findings, and its input and filter maps at the snapshots the paper discusses
+   (steps 10, 80, 300 and the last; first seed only unless ``--maps all``);
+2. reads the tool's findings (:func:`deepeyes_keras.findings.run_findings`) at the last snapshot
+   and turns them into a redesign with :func:`derive_redesign` (the policy below; nothing in it
+   knows about MNIST or about the paper's answer);
+3. builds that network with :func:`deepeyes_keras.resize.resize_model` and trains it on the same
+   schedule, also watched (run ``lenet-redesign-seed<s>``);
+4. when the tool's redesign differs from the paper's (conv1 20 -> 10, fc1 500 -> 100), also
+   trains the paper's redesign, labelled as such, for comparison (run ``lenet-paper-seed<s>``);
+5. evaluates every network on the MNIST test set.
+
+It then prints a Markdown table (test accuracy mean +- sd over the seeds, parameters, training
+time) and writes it with the details to ``results.md`` and ``results.json`` beside this file (or
+under ``--out`` when given).
+
+Redesign policy (:func:`derive_redesign`), from the findings only:
+
+- **T4 widths.** For every hidden Conv/Dense layer the tool calls oversized, its suggested width
+  (filters - dead - redundant duplicates) is rounded *up* to a multiple of ``ROUND_TO`` (10),
+  never above the current width; a layer whose rounded width equals its width is kept.
+- **T1 gate.** A width is changed only when the tool finds the layer stable (T1) at the snapshot
+  the findings are read at: dead and redundant filters of a layer still changing may recover.
+- **T5.** A "later layers may be unnecessary" suggestion removes those layers; a "more capacity
+  may be needed" suggestion on a layer cancels any shrinking of that layer (it is reported; this
+  script never widens a layer).
+
+Training time is the wall time of ``model.fit`` with the DeepEyes callback recording its statistics
+(``maps=False``: the maps are computed after ``fit``, so no background process competes for the
+cores while it is timed); on a shared machine it is noisy.
+
+Runs are named deterministically (``lenet-seed0``, ``lenet-redesign-seed0``, ``lenet-paper-seed0``,
+...) so that the case-study page can embed their charts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist.npz"
+
+BATCH = 64
+ROUND_TO = 10
+PAPER_WIDTHS = {"conv1": 10, "fc1": 100}
+PAPER = {  # DESIGN.md section 3 (the paper's numbers, not ours)
+    "original_parameters": 431_080,
+    "redesign_parameters": 93_920,
+    "redesign_accuracy": 0.982,
+    "stable_after": 300,
+}
+# Snapshots whose input and filter maps are computed (the last snapshot always is): the steps the
+# paper discusses. Maps are the costly part (a t-SNE per layer and snapshot), so not every one.
+MAP_STEPS = (10, 80, 300)
+QUICK = {"steps": 60, "test_images": 1000, "reservoir_size": 300}
+ROLES = {
+    "original": "LeNet (paper's original)",
+    "redesign": "redesign derived from the findings",
+    "paper": "paper's redesign (for comparison, not derived by the tool)",
+}
+
+
+# --------------------------------------------------------------------------- redesign policy
+
+
+def round_width(suggested: int, current: int, multiple: int = ROUND_TO) -> int:
+    """``suggested`` rounded up to a multiple of ``multiple``, between 1 and ``current``."""
+    rounded = multiple * math.ceil(max(1, suggested) / multiple)
+    return int(min(current, rounded))
+
+
+def derive_redesign(findings: dict, *, multiple: int = ROUND_TO) -> dict:
+    """Turns the tool's findings into a redesign (the policy of the module docstring).
+
+    Args:
+        findings: the result of :func:`deepeyes_keras.findings.run_findings`.
+        multiple: suggested widths are rounded up to a multiple of this.
+
+    Returns:
+        ``{"widths": {layer: width}, "remove": [layer, ...], "notes": [str, ...]}``; the notes
+        say, per layer, what the tool found and what was done with it.
+    """
+    layers = findings["layers"]
+    widths: dict[str, int] = {}
+    remove: list[str] = []
+    notes: list[str] = []
+    more_capacity = set()
+    for s in findings.get("suggestions", []):
+        if s.get("task") != "T5":
+            continue
+        if s.get("add_capacity"):
+            more_capacity.add(s["layer"])
+            notes.append(f"T5: {s['text']}; {s['layer']} is not shrunk.")
+        elif s.get("remove"):
+            remove.extend(n for n in s["remove"] if n not in remove)
+            notes.append(f"T5: {s['text']}; removing {', '.join(s['remove'])}.")
+    for name, width in findings.get("suggested_widths", {}).items():
+        f = layers[name]
+        current = int(f["n_filters"])
+        dead = len(f["T2"]["dead"])
+        groups = f["T4"]["redundant_groups"]
+        evidence = (
+            f"{name}: {dead} dead of {current}, {len(groups)} redundant group(s) "
+            f"covering {sum(len(g) for g in groups)} filters -> tool suggests {width}"
+        )
+        if name in remove:
+            continue
+        if name in more_capacity:
+            notes.append(f"{evidence}; not applied (T5 asks for more capacity there).")
+            continue
+        if not f["T1"]["stable"]:
+            notes.append(f"{evidence}; not applied: the layer is not stable yet (T1).")
+            continue
+        new = round_width(int(width), current, multiple)
+        if new >= current:
+            notes.append(f"{evidence}; rounded up to a multiple of {multiple} it stays {current}.")
+            continue
+        widths[name] = new
+        notes.append(f"{evidence}; rounded up to a multiple of {multiple}: {current} -> {new}.")
+    for name, f in layers.items():
+        if name not in findings.get("suggested_widths", {}) and name != list(layers)[-1]:
+            notes.append(
+                f"{name}: {len(f['T2']['dead'])} dead of {f['n_filters']}, "
+                f"{len(f['T4']['redundant_groups'])} redundant group(s): not oversized."
+            )
+    return {"widths": widths, "remove": remove, "notes": notes}
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _scaled(x):
+    return x[..., None].astype("float32") / 256.0  # Caffe's scale
+
+
+def compute_maps(run_dir: Path, steps, *, seed: int) -> int:
+    """Input and filter maps of the snapshots at ``steps`` (nearest kept) and the last one.
+
+    ``steps=None`` computes every snapshot's maps (``deepeyes maps RUN``). Layouts are carried
+    from one computed snapshot to the next, as the maps worker does.
+    """
+    from deepeyes_keras.maps import compute_missing_maps, layer_maps, maps_path
+    from deepeyes_keras.reader import load_run
+    from deepeyes_keras.store import write_npz
+
+    if steps is None:
+        return compute_missing_maps(run_dir, seed=seed)
+    run = load_run(run_dir)
+    have = [snap.step for snap in run.snapshots]
+    wanted = {min(have, key=lambda h: (abs(h - s), h)) for s in steps} | {have[-1]}
+    previous: dict[str, dict] = {}
+    written = 0
+    for snap in run.snapshots:
+        if snap.step not in wanted:
+            continue
+        for layer in snap.layers.values():
+            arrays = layer_maps(layer, previous=previous.get(layer.key), seed=seed)
+            path = maps_path(run.path, layer.key, snap.step)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_npz(path, arrays)
+            previous[layer.key] = arrays
+            written += 1
+    return written
+
+
+def train_watched(
+    model,
+    x,
+    y,
+    x_test,
+    y_test,
+    *,
+    run_name: str,
+    out: Path,
+    steps: int,
+    seed: int,
+    reservoir_size: int,
+    maps: bool,
+    map_steps,
+    verbose: int,
+) -> dict:
+    """Trains ``model`` for ``steps`` iterations with DeepEyes watching; evaluates it.
+
+    The callback records with ``maps=False``, so that no background process competes with
+    training for the cores while it is timed; the maps (when ``maps``), the views and the findings
+    are computed right after ``fit``, as ``deepeyes maps RUN`` would.
+    """
+    import keras
+    import tensorflow as tf
+
+    from deepeyes_keras import DeepEyesCallback
+    from deepeyes_keras.findings import write_findings
+    from deepeyes_keras.views import write_views
+
+    run_dir = out / run_name
+    if run_dir.exists():
+        if not (run_dir / "manifest.json").is_file() and any(run_dir.iterdir()):
+            raise FileExistsError(f"{run_dir} exists and is not a DeepEyes run; not replacing it.")
+        shutil.rmtree(run_dir)
+    keras.utils.set_random_seed(seed)
+    data = (tf.data.Dataset.from_tensor_slices((x, y))
+            .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+            .repeat().batch(BATCH).prefetch(2))  # fmt: skip
+    cb = DeepEyesCallback(
+        log_dir=out,
+        run_name=run_name,
+        seed=seed,
+        maps=False,
+        reservoir_size=reservoir_size,
+        verbose=0,
+    )
+    began = time.perf_counter()
+    model.fit(data, epochs=1, steps_per_epoch=steps, verbose=2 if verbose else 0, callbacks=[cb])
+    train_seconds = time.perf_counter() - began
+    _, accuracy = model.evaluate(x_test, y_test, batch_size=1000, verbose=0)
+    began = time.perf_counter()
+    n_maps = compute_maps(run_dir, map_steps, seed=seed) if maps else 0
+    write_views(run_dir)  # overview and histograms always; layer views where maps exist
+    write_findings(run_dir)
+    analysis_seconds = time.perf_counter() - began
+    result = {
+        "run": run_name,
+        "run_dir": str(run_dir),
+        "parameters": int(model.count_params()),
+        "widths": {
+            layer.name: int(getattr(layer, "filters", None) or layer.units)
+            for layer in model.layers
+            if hasattr(layer, "filters") or hasattr(layer, "units")
+        },
+        "test_accuracy": float(accuracy),
+        "train_seconds": round(train_seconds, 2),
+        "maps": n_maps,
+        "analysis_seconds": round(analysis_seconds, 2),
+        "steps": steps,
+    }
+    if verbose:
+        print(
+            f"  {run_name}: test accuracy {accuracy:.4f}, {result['parameters']:,} parameters, "
+            f"fit {train_seconds:.0f} s; {n_maps} maps, views and findings "
+            f"{analysis_seconds:.0f} s",
+            flush=True,
+        )
+    return result
+
+
+def run_seed(seed: int, data, *, out: Path, verbose: int, **train) -> dict:
+    """Original, findings, derived redesign (and the paper's when different) for one seed.
+
+    ``train`` holds the other keyword arguments of :func:`train_watched` (steps, reservoir_size,
+    maps, map_steps).
+    """
+    from deepeyes_keras.findings import _summary, format_report, run_findings
+    from deepeyes_keras.models import compile_lenet, lenet
+    from deepeyes_keras.reader import load_run
+    from deepeyes_keras.resize import resize_model
+
+    (x, y), (x_test, y_test) = data
+    kw = dict(out=out, seed=seed, verbose=verbose, **train)
+    original = compile_lenet(lenet(seed=seed))
+    results = {
+        "original": train_watched(
+            original, x, y, x_test, y_test, run_name=f"lenet-seed{seed}", **kw
+        )
+    }
+    findings = run_findings(load_run(out / f"lenet-seed{seed}"))
+    summary = _summary(findings)
+    redesign = derive_redesign(findings)
+    if verbose:
+        print(format_report(summary))
+        print("Redesign derived from the findings:")
+        for note in redesign["notes"]:
+            print(f"  - {note}")
+    model = resize_model(
+        original, redesign["widths"], remove=redesign["remove"], name="lenet_redesign"
+    )
+    results["redesign"] = train_watched(
+        model, x, y, x_test, y_test, run_name=f"lenet-redesign-seed{seed}", **kw
+    )
+    matches_paper = redesign["widths"] == PAPER_WIDTHS and not redesign["remove"]
+    if not matches_paper:
+        paper = resize_model(original, PAPER_WIDTHS, name="lenet_paper_redesign")
+        results["paper"] = train_watched(
+            paper, x, y, x_test, y_test, run_name=f"lenet-paper-seed{seed}", **kw
+        )
+    return {
+        "seed": seed,
+        "findings_step": findings["step"],
+        "findings_summary": summary,
+        "findings_report": format_report(summary),
+        "redesign": redesign,
+        "redesign_matches_paper": matches_paper,
+        "networks": results,
+    }
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _mean_sd(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    values = [v * scale for v in values]
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def _widths_text(widths: dict[str, int]) -> str:
+    hidden = [f"{n} {w}" for n, w in widths.items() if n != list(widths)[-1]]
+    return ", ".join(hidden)
+
+
+def summarize(per_seed: list[dict]) -> list[dict]:
+    """One row per network role, aggregated over seeds."""
+    rows = []
+    for role, label in ROLES.items():
+        entries = [s["networks"][role] for s in per_seed if role in s["networks"]]
+        if not entries:
+            continue
+        originals = [
+            s["networks"]["original"]["test_accuracy"] for s in per_seed if role in s["networks"]
+        ]
+        widths = sorted({_widths_text(e["widths"]) for e in entries})
+        params = sorted({e["parameters"] for e in entries})
+        deltas = [e["test_accuracy"] - o for e, o in zip(entries, originals, strict=True)]
+        rows.append(
+            {
+                "role": role,
+                "network": label,
+                "widths": " / ".join(widths),
+                "parameters": params,
+                "seeds": len(entries),
+                "test_accuracy": [e["test_accuracy"] for e in entries],
+                "train_seconds": [e["train_seconds"] for e in entries],
+                "accuracy_mean": statistics.fmean(e["test_accuracy"] for e in entries),
+                "delta_pp_mean": 100 * statistics.fmean(deltas),
+            }
+        )
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| network | widths (conv1, conv2, fc1) | parameters | test accuracy, % (mean ± sd) "
+        "| vs original, pp | training time, s (mean ± sd) | seeds |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        params = (
+            " – ".join(f"{p:,}" for p in (r["parameters"][0], r["parameters"][-1]))
+            if len(r["parameters"]) > 1
+            else f"{r['parameters'][0]:,}"
+        )
+        delta = "—" if r["role"] == "original" else f"{r['delta_pp_mean']:+.2f}"
+        lines.append(
+            f"| {r['network']} | {r['widths']} | {params} | "
+            f"{_mean_sd(r['test_accuracy'], 100)} | {delta} | "
+            f"{_mean_sd(r['train_seconds'], digits=0)} | {r['seeds']} |"
+        )
+    return "\n".join(lines)
+
+
+def results_markdown(report: dict) -> str:
+    cfg = report["config"]
+    out = [
+        "# MNIST LeNet case study: results",
+        "",
+        f"Produced by `{report['command']}` on {report['finished']} "
+        f"({cfg['cpus']} CPU cores, TensorFlow {report['versions']['tensorflow']}, "
+        f"Keras {report['versions']['keras']}); the whole command took "
+        f"{report['total_seconds'] / 60:.1f} min.",
+        f"{cfg['steps']} iterations at batch {BATCH}, seeds {cfg['seeds']}, "
+        f"{cfg['test_images']:,} test images.",
+        "",
+        report["table"],
+        "",
+        f"Paper (DESIGN.md §3, not ours): {PAPER['original_parameters']:,} -> "
+        f"{PAPER['redesign_parameters']:,} parameters (conv1 20 -> 10, fc1 500 -> 100), "
+        f"{100 * PAPER['redesign_accuracy']:.1f}% test accuracy for the redesign after 2,000 "
+        "iterations.",
+        "",
+        "## Findings and derived redesign per seed",
+        "",
+    ]
+    for s in report["per_seed"]:
+        out += [
+            f"### Seed {s['seed']} (findings at step {s['findings_step']})",
+            "",
+            "```text",
+            s["findings_report"],
+            "```",
+            "",
+        ]
+        out += [f"- {note}" for note in s["redesign"]["notes"]]
+        widths = s["redesign"]["widths"]
+        verdict = (
+            "matches the paper's redesign"
+            if s["redesign_matches_paper"]
+            else "differs from the paper's conv1 10 / fc1 100"
+        )
+        out += [
+            "",
+            f"Derived redesign: {widths or 'no change'}"
+            + (f", remove {s['redesign']['remove']}" if s["redesign"]["remove"] else "")
+            + f" ({verdict}).",
+            "",
+        ]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _sanity(report: dict, out: Path) -> None:
+    """--quick: the outputs a CI run must have produced."""
+    from deepeyes_keras.reader import load_run
+
+    for s in report["per_seed"]:
+        for entry in s["networks"].values():
+            run = load_run(out / entry["run"])
+            assert run.snapshots, f"{entry['run']}: no snapshots"
+            assert (run.path / "findings.json").is_file(), f"{entry['run']}: no findings.json"
+            assert "findings" in run.snapshots[-1].record, f"{entry['run']}: no findings"
+            assert 0.0 <= entry["test_accuracy"] <= 1.0
+        assert s["findings_summary"]["layers"], "empty findings"
+    rows = [line for line in report["table"].splitlines()[2:] if line.startswith("|")]
+    assert len(rows) >= 2, f"the table has {len(rows)} rows"
+    assert rows[0].startswith(f"| {ROLES['original']}") and ROLES["redesign"] in rows[1]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--mnist",
+        help="MNIST .npz in Keras's layout (default: $DEEPEYES_MNIST, then "
+        f"{SHARED_MNIST} if present, else Keras's downloader)",
+    )
+    p.add_argument("--steps", type=int, default=None, help="training iterations (default 2000)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"CI mode: {QUICK['steps']} iterations, one seed, "
+        f"{QUICK['test_images']} test images, a temporary --out; checks outputs",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="runs directory (default case_studies/mnist_lenet/runs; with --quick a "
+        "temporary directory); results.md/json go beside this script, or into "
+        "--out when it is given",
+    )
+    p.add_argument(
+        "--maps",
+        choices=("first-seed", "all", "none"),
+        default=None,
+        help="which runs get input and filter maps (the linked layer views): the "
+        "first seed's (default), every run's, or none (default with --quick); "
+        "every run gets its findings, training curves and histograms",
+    )
+    p.add_argument(
+        "--map-steps",
+        nargs="+",
+        default=[str(v) for v in MAP_STEPS],
+        help="snapshots (nearest steps) whose maps are computed, besides the last one; 'all' for "
+        f"every snapshot (default {' '.join(map(str, MAP_STEPS))})",
+    )
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1))
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    began = time.perf_counter()
+    args = parse_args(argv)
+    steps = args.steps or (QUICK["steps"] if args.quick else 2000)
+    seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
+    if args.out is not None:
+        out, results_dir = args.out.resolve(), args.out.resolve()
+    elif args.quick:
+        out = Path(tempfile.mkdtemp(prefix="deepeyes-case-study-"))
+        results_dir = out
+    else:
+        out, results_dir = HERE / "runs", HERE
+    out.mkdir(parents=True, exist_ok=True)
+    mnist = (
+        args.mnist
+        or os.environ.get("DEEPEYES_MNIST")
+        or (str(SHARED_MNIST) if SHARED_MNIST.is_file() else None)
+    )
+
+    import keras
+    import tensorflow as tf
+
+    from deepeyes_keras.data import load_mnist
+
+    (x, y), (x_test, y_test) = load_mnist(mnist)
+    x, x_test = _scaled(x), _scaled(x_test)
+    if args.quick:
+        x_test, y_test = x_test[: QUICK["test_images"]], y_test[: QUICK["test_images"]]
+    reservoir_size = QUICK["reservoir_size"] if args.quick else 2000
+    print(f"MNIST LeNet case study: {steps} iterations x seeds {seeds}; runs in {out}", flush=True)
+
+    maps = args.maps or ("none" if args.quick else "first-seed")
+    per_seed = []
+    for i, seed in enumerate(seeds):
+        print(f"Seed {seed}", flush=True)
+        with_maps = maps == "all" or (maps == "first-seed" and i == 0)
+        per_seed.append(
+            run_seed(
+                seed,
+                ((x, y), (x_test, y_test)),
+                out=out,
+                steps=steps,
+                reservoir_size=reservoir_size,
+                maps=with_maps,
+                map_steps=None if args.map_steps == ["all"] else [int(v) for v in args.map_steps],
+                verbose=args.verbose,
+            )
+        )
+    rows = summarize(per_seed)
+    command = (
+        "python case_studies/mnist_lenet/run.py"
+        + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    )
+    report = {
+        "command": command,
+        "finished": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "total_seconds": round(time.perf_counter() - began, 1),
+        "config": {
+            "steps": steps,
+            "batch": BATCH,
+            "seeds": seeds,
+            "quick": args.quick,
+            "test_images": int(len(x_test)),
+            "reservoir_size": reservoir_size,
+            "round_to": ROUND_TO,
+            "map_steps": args.map_steps,
+            "maps": maps,
+            "runs_dir": str(out),
+            "cpus": os.cpu_count(),
+        },
+        "versions": {
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "python": platform.python_version(),
+        },
+        "paper": dict(PAPER, redesign_widths=PAPER_WIDTHS),
+        "rows": rows,
+        "per_seed": per_seed,
+    }
+    report["table"] = markdown_table(rows)
+    report["total_seconds"] = round(time.perf_counter() - began, 1)
+    (results_dir / "results.json").write_text(json.dumps(report, indent=1) + "\n")
+    (results_dir / "results.md").write_text(results_markdown(report) + "\n")
+    print()
+    print(report["table"])
+    print(
+        f"\nTotal {report['total_seconds'] / 60:.1f} min. Results: "
+        f"{results_dir / 'results.md'} and results.json; runs in {out}"
+    )
+    if args.quick:
+        _sanity(report, out)
+        print("quick mode: outputs check out")
+    return report
+
+
+if __name__ == "__main__":
+    main()
