@@ -49,14 +49,14 @@ def _report(args) -> int:
     if not run.snapshots:
         print(f"{args.run}: no snapshots yet")
         return 1
+    # Computed afresh (a second or so), so the report always follows the current rules.
+    summary = _summary(run_findings(run))
     if args.save:
-        write_findings(args.run)
-        run = load_run(args.run)
-    record = run.snapshots[-1].record
-    summary = record.get("findings_summary") or _summary(run_findings(run))
+        write_findings(args.run, overwrite=True)
+    model = run.manifest.get("model", {})
     print(
-        f"Run {run.name} ({run.status}, {run.manifest['model']['name']}, "
-        f"{run.manifest['model'].get('parameters', '?')} parameters)"
+        f"Run {run.name} ({run.status}, {model.get('name')}, "
+        f"{model.get('parameters', '?')} parameters)"
     )
     print(format_report(summary))
     return 0

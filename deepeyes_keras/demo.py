@@ -48,8 +48,9 @@ def train_demo(
         # 8x8 images are too small for LeNet's 5x5 stages: a small CNN with 3x3 kernels.
         model = _digits_cnn(seed)
     batch = 64
-    steps_per_epoch = math.ceil(len(x) / batch)
-    epochs = max(1, math.ceil(steps / steps_per_epoch))
+    # Exactly `steps` iterations (up to rounding to whole epochs of equal length).
+    epochs = max(1, math.ceil(steps / math.ceil(len(x) / batch)))
+    steps_per_epoch = math.ceil(steps / epochs)
     if run_name and (Path(log_dir) / run_name / "manifest.json").is_file():
         shutil.rmtree(Path(log_dir) / run_name)  # the demo replaces its previous run
     cb = DeepEyesCallback(log_dir=log_dir, run_name=run_name, seed=seed, verbose=verbose)
@@ -59,7 +60,7 @@ def train_demo(
         y,
         batch_size=batch,
         epochs=epochs,
-        steps_per_epoch=min(steps, steps_per_epoch),
+        steps_per_epoch=steps_per_epoch,
         verbose=verbose,
         callbacks=[cb],
     )
@@ -67,7 +68,7 @@ def train_demo(
     cb.wait_for_maps()
     if verbose:
         print(
-            f"Trained {model.name} for {epochs * min(steps, steps_per_epoch)} steps in "
+            f"Trained {model.name} for {epochs * steps_per_epoch} steps in "
             f"{time.perf_counter() - began:.0f} s; test accuracy {accuracy:.4f}."
         )
         print(f"DeepEyes run: {cb.run_dir}")

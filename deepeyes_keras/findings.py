@@ -5,11 +5,10 @@ a field of :class:`Thresholds` with a documented default; every finding carries 
 rests on, so a reader can check it in the views.
 
 - **T1 stable layer** (our automatic score; the paper judged by eye). For consecutive snapshots
-  a and b, let h_a, h_b be the interval perplexity histograms normalised to sum 1, n_a, n_b their
-  instance counts. The *change* is the total-variation distance ``0.5 * sum |h_b - h_a|``. Two
-  samples of the same distribution differ by chance too; the expected distance under that null
-  is about ``noise = 0.5 * sum sqrt(2/pi) * sqrt(p_i * (1/n_a + 1/n_b))`` with p the pooled
-  histogram. The *excess change* is ``max(0, change - noise)``. A layer is stable at a snapshot
+  a and b, the *change* is the earth mover's distance between their interval perplexity
+  histograms (normalised; in units of the histogram's range), and the *noise* the distance two
+  samples of the pooled distribution would show by chance (:func:`histogram_change`). The
+  *excess change* is ``max(0, change - noise)``. A layer is stable at a snapshot
   when the excess change of each of its last ``stable_window`` transitions is at most
   ``stable_excess``; it *became stable* at the first snapshot from which it stays stable to the
   latest one.
@@ -21,8 +20,10 @@ rests on, so a reader can check it in the views.
   least ``redundancy_jaccard``; each connected group of two or more is redundant. Suggested width
   = F - dead - sum(group size - 1), at least 1.
 - **T5 unnecessary or missing layers.** Separability of the labels in a dense layer's output:
-  5-fold cross-validated k-NN accuracy (k = 5) on the reservoir's activation vectors, beside the
-  chance level (share of the most frequent label). A hidden dense layer that already separates
+  5-fold cross-validated k-NN accuracy (k = 5) on the reservoir's activation vectors sampled in
+  the recent part of training (step >= (1 - ``recent_fraction``) x the snapshot's step, when at
+  least ``recent_min_instances`` such instances exist; else all), beside the chance level (share
+  of the most frequent label). A hidden dense layer that already separates
   the labels (>= ``separable_accuracy``) followed by another hidden dense layer suggests the later
   one may be unnecessary; a last hidden layer below ``capacity_accuracy`` suggests more capacity.
 """
@@ -40,7 +41,7 @@ class Thresholds:
     """Named thresholds of the findings (see the module docstring for each rule)."""
 
     stable_window: int = 3
-    stable_excess: float = 0.05
+    stable_excess: float = 0.02
     dead_max_fraction: float = 0.01
     dead_frequency: float = 0.001
     always_on_frequency: float = 0.9
@@ -50,18 +51,30 @@ class Thresholds:
     capacity_accuracy: float = 0.9
     knn_neighbors: int = 5
     knn_folds: int = 5
+    recent_fraction: float = 0.5
+    recent_min_instances: int = 200
 
 
 def histogram_change(prev: np.ndarray, cur: np.ndarray) -> tuple[float, float]:
-    """(total-variation change, expected change by chance) between two interval histograms."""
+    """(earth mover's change, expected change by chance) between two interval histograms.
+
+    The change is the 1-D earth mover's distance between the normalised histograms, in units of
+    the histogram's range: ``sum_i |C_b[i] - C_a[i]| / (bins - 1)`` with C the cumulative sums.
+    Mass moving to a neighbouring bin counts little (a population sitting on a bin edge flips
+    between two bins by chance); mass moving far counts a lot. The chance level is the expected
+    distance between two samples of the pooled distribution,
+    ``sqrt(2/pi) * sum_i sqrt(P_i (1 - P_i) (1/n_a + 1/n_b)) / (bins - 1)``.
+    """
     prev = np.asarray(prev, np.float64)
     cur = np.asarray(cur, np.float64)
     n_a, n_b = prev.sum(), cur.sum()
-    if n_a <= 0 or n_b <= 0:
+    if n_a <= 0 or n_b <= 0 or len(prev) < 2:
         return 0.0, 0.0
-    change = 0.5 * np.abs(cur / n_b - prev / n_a).sum()
-    pooled = (prev + cur) / (n_a + n_b)
-    noise = 0.5 * math.sqrt(2 / math.pi) * np.sqrt(pooled * (1 / n_a + 1 / n_b)).sum()
+    span = len(prev) - 1
+    change = np.abs(np.cumsum(cur / n_b) - np.cumsum(prev / n_a)).sum() / span
+    pooled = np.clip(np.cumsum((prev + cur) / (n_a + n_b)), 0.0, 1.0)
+    spread = np.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    noise = math.sqrt(2 / math.pi) * spread.sum() / span
     return float(change), float(noise)
 
 
@@ -189,7 +202,13 @@ def layer_findings(run, name: str, snapshot_index: int = -1, t: Thresholds = Thr
         },
     }
     if info["kind"] == "dense":
-        out["T5"] = separability(samples.activation, samples.label, t)
+        # Activations are recorded with the weights of their step: judge separability on the
+        # instances of the recent part of training, when there are enough of them.
+        recent = samples.step >= (1 - t.recent_fraction) * snap.step
+        if recent.sum() < t.recent_min_instances:
+            recent = np.ones(len(samples), bool)
+        out["T5"] = separability(samples.activation[recent], samples.label[recent], t)
+        out["T5"]["since_step"] = int(samples.step[recent].min()) if recent.any() else None
     return out
 
 

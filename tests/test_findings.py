@@ -31,11 +31,18 @@ def test_t1_noise_alone_is_not_change_but_a_shift_is():
     p = np.full(30, 1 / 30)
     a, b = rng.multinomial(300, p), rng.multinomial(300, p)
     change, noise = fd.histogram_change(a, b)
-    assert change > 0.05 and change - noise < 0.05  # small samples differ by chance
+    assert change > 0 and change - noise < 0.01  # small samples differ by chance
     shifted = np.zeros(30)
     shifted[:5] = 60
     change, noise = fd.histogram_change(a, shifted)
-    assert change - noise > 0.5
+    assert change - noise > 0.3
+    # Mass hopping to the neighbouring bin (a population on a bin edge) is hardly change.
+    edge = np.zeros(30)
+    edge[[10, 11]] = [150, 150]
+    hopped = np.zeros(30)
+    hopped[[10, 11]] = [90, 210]
+    change, noise = fd.histogram_change(edge, hopped)
+    assert change - noise < T.stable_excess
 
 
 def test_t2_reports_exactly_the_dead_and_always_on_filters():
