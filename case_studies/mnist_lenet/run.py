@@ -4,6 +4,8 @@ One command::
 
     python case_studies/mnist_lenet/run.py                 # 3 seeds x 2,000 iterations
     python case_studies/mnist_lenet/run.py --quick         # CI: 60 iterations, 1 seed, temp dir
+    python case_studies/mnist_lenet/run.py --refresh-findings  # no training: findings of the
+                                                               # existing runs, under today's rules
 
 For each seed it
 
@@ -23,7 +25,14 @@ For each seed it
 
 It then prints a Markdown table (test accuracy mean +- sd over the seeds, parameters, training
 time) and writes it with the details to ``results.md`` and ``results.json`` beside this file (or
-under ``--out`` when given).
+under ``--out`` when given). Paths in ``results.json`` are relative to the repository when the runs
+lie inside it.
+
+``--refresh-findings`` trains nothing: it recomputes the findings of the runs an earlier command
+wrote (into their snapshots, as ``deepeyes report RUN --save`` does), derives the redesign again
+and rewrites ``results.md`` and ``results.json``, keeping the accuracy table. When the redesign
+derived under the current rules differs from the one that was trained, ``results.md`` says so: the
+accuracy table then belongs to the earlier rules until the full command is run again.
 
 Redesign policy (:func:`derive_redesign`), from the findings only:
 
@@ -151,6 +160,15 @@ def derive_redesign(findings: dict, *, multiple: int = ROUND_TO) -> dict:
 # --------------------------------------------------------------------------- training
 
 
+def _rel(path) -> str:
+    """``path`` relative to the repository when it lies inside it (results.json stays portable)."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(REPO).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _scaled(x):
     return x[..., None].astype("float32") / 256.0  # Caffe's scale
 
@@ -242,7 +260,7 @@ def train_watched(
     analysis_seconds = time.perf_counter() - began
     result = {
         "run": run_name,
-        "run_dir": str(run_dir),
+        "run_dir": _rel(run_dir),
         "parameters": int(model.count_params()),
         "widths": {
             layer.name: int(getattr(layer, "filters", None) or layer.units)
@@ -265,15 +283,45 @@ def train_watched(
     return result
 
 
+def seed_findings(run_dir: Path, *, verbose: int = 0) -> dict:
+    """The findings of an original run at its last snapshot and the redesign they derive.
+
+    Returns the findings fields of a ``per_seed`` entry of ``results.json``: ``findings_step``,
+    ``findings_summary``, ``findings_report``, ``findings_thresholds``, ``separability`` (T5 per
+    dense layer: accuracy, chance, instances, since_step), ``redesign`` and
+    ``redesign_matches_paper``.
+    """
+    from deepeyes_keras.findings import _summary, format_report, run_findings
+    from deepeyes_keras.reader import load_run
+
+    findings = run_findings(load_run(run_dir))
+    summary = _summary(findings)
+    redesign = derive_redesign(findings)
+    if verbose:
+        print(format_report(summary))
+        print("Redesign derived from the findings:")
+        for note in redesign["notes"]:
+            print(f"  - {note}")
+    return {
+        "findings_step": findings["step"],
+        "findings_summary": summary,
+        "findings_report": format_report(summary),
+        "findings_thresholds": findings["thresholds"],
+        "separability": {
+            name: f["T5"] for name, f in findings["layers"].items() if f.get("T5") is not None
+        },
+        "redesign": redesign,
+        "redesign_matches_paper": redesign["widths"] == PAPER_WIDTHS and not redesign["remove"],
+    }
+
+
 def run_seed(seed: int, data, *, out: Path, verbose: int, **train) -> dict:
     """Original, findings, derived redesign (and the paper's when different) for one seed.
 
     ``train`` holds the other keyword arguments of :func:`train_watched` (steps, reservoir_size,
     maps, map_steps).
     """
-    from deepeyes_keras.findings import _summary, format_report, run_findings
     from deepeyes_keras.models import compile_lenet, lenet
-    from deepeyes_keras.reader import load_run
     from deepeyes_keras.resize import resize_model
 
     (x, y), (x_test, y_test) = data
@@ -284,35 +332,20 @@ def run_seed(seed: int, data, *, out: Path, verbose: int, **train) -> dict:
             original, x, y, x_test, y_test, run_name=f"lenet-seed{seed}", **kw
         )
     }
-    findings = run_findings(load_run(out / f"lenet-seed{seed}"))
-    summary = _summary(findings)
-    redesign = derive_redesign(findings)
-    if verbose:
-        print(format_report(summary))
-        print("Redesign derived from the findings:")
-        for note in redesign["notes"]:
-            print(f"  - {note}")
+    found = seed_findings(out / f"lenet-seed{seed}", verbose=verbose)
+    redesign = found["redesign"]
     model = resize_model(
         original, redesign["widths"], remove=redesign["remove"], name="lenet_redesign"
     )
     results["redesign"] = train_watched(
         model, x, y, x_test, y_test, run_name=f"lenet-redesign-seed{seed}", **kw
     )
-    matches_paper = redesign["widths"] == PAPER_WIDTHS and not redesign["remove"]
-    if not matches_paper:
+    if not found["redesign_matches_paper"]:
         paper = resize_model(original, PAPER_WIDTHS, name="lenet_paper_redesign")
         results["paper"] = train_watched(
             paper, x, y, x_test, y_test, run_name=f"lenet-paper-seed{seed}", **kw
         )
-    return {
-        "seed": seed,
-        "findings_step": findings["step"],
-        "findings_summary": summary,
-        "findings_report": format_report(summary),
-        "redesign": redesign,
-        "redesign_matches_paper": matches_paper,
-        "networks": results,
-    }
+    return {"seed": seed, **found, "networks": results}
 
 
 # --------------------------------------------------------------------------- reporting
@@ -381,6 +414,32 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _redesign_text(redesign: dict) -> str:
+    return f"{redesign['widths'] or 'no change'}" + (
+        f", remove {redesign['remove']}" if redesign["remove"] else ""
+    )
+
+
+def findings_legend(thresholds: dict) -> str:
+    """What the T1 and T5 columns of the findings tables mean, with the thresholds used."""
+    t = thresholds
+    return (
+        "Columns (rules: `deepeyes_keras.findings`, site page Reference > Findings). "
+        f"*stable since* (T1, our score; the paper judged by eye): the first snapshot from which "
+        f"each of the last {t['stable_window']} transitions has an excess change of at most "
+        f"{t['stable_excess']} (earth mover's distance between consecutive perplexity "
+        "histograms, in units of their range, minus the distance expected by chance); `-` = not "
+        "stable at the last snapshot. *k-NN sep.* (T5): 5-fold cross-validated "
+        f"{t['knn_neighbors']}-NN accuracy of the labels on the layer's output vectors, over the "
+        f"reservoir's instances sampled in the recent part of training (step >= "
+        f"{1 - t['recent_fraction']:g} x the snapshot's step, when at least "
+        f"{t['recent_min_instances']}); a hidden dense layer at >= {t['separable_accuracy']} "
+        "followed by another hidden dense layer suggests removing the later one, a last hidden "
+        f"layer below {t['capacity_accuracy']} suggests more capacity. fc2 is the output layer: "
+        "its separability is reported, not acted on."
+    )
+
+
 def results_markdown(report: dict) -> str:
     cfg = report["config"]
     out = [
@@ -392,6 +451,26 @@ def results_markdown(report: dict) -> str:
         f"{report['total_seconds'] / 60:.1f} min.",
         f"{cfg['steps']} iterations at batch {BATCH}, seeds {cfg['seeds']}, "
         f"{cfg['test_images']:,} test images.",
+    ]
+    refreshed = report.get("findings_refreshed")
+    stale = [s for s in report["per_seed"] if s.get("trained_redesign")]
+    if refreshed:
+        out += [
+            "",
+            f"Findings recomputed on these runs by `{refreshed['command']}` on "
+            f"{refreshed['finished']} (no training), under the rules described with the "
+            "findings below; the accuracy table and training times are the training command's. "
+            + (
+                "The redesign derived under the current rules differs from the one trained in "
+                f"seed(s) {', '.join(str(s['seed']) for s in stale)} (below): **the accuracy "
+                "table was produced under the earlier rules; rerun the training command to "
+                "refresh it.**"
+                if stale
+                else "The redesign derived under the current rules is the one that was trained "
+                "in every seed, so the accuracy table stands."
+            ),
+        ]
+    out += [
         "",
         report["table"],
         "",
@@ -403,6 +482,10 @@ def results_markdown(report: dict) -> str:
         "## Findings and derived redesign per seed",
         "",
     ]
+    thresholds = next((s["findings_thresholds"] for s in report["per_seed"]
+                       if s.get("findings_thresholds")), None)  # fmt: skip
+    if thresholds:
+        out += [findings_legend(thresholds), ""]
     for s in report["per_seed"]:
         out += [
             f"### Seed {s['seed']} (findings at step {s['findings_step']})",
@@ -412,21 +495,70 @@ def results_markdown(report: dict) -> str:
             "```",
             "",
         ]
+        for name, t5 in s.get("separability", {}).items():
+            since = t5.get("since_step")
+            out.append(
+                f"- T5 {name}: {t5['accuracy']:.3f} (chance {t5['chance']:.3f}) on "
+                f"{t5['instances']} instances"
+                + (f" sampled from step {since} on" if since is not None else "")
+                + "."
+            )
         out += [f"- {note}" for note in s["redesign"]["notes"]]
-        widths = s["redesign"]["widths"]
         verdict = (
             "matches the paper's redesign"
             if s["redesign_matches_paper"]
             else "differs from the paper's conv1 10 / fc1 100"
         )
-        out += [
-            "",
-            f"Derived redesign: {widths or 'no change'}"
-            + (f", remove {s['redesign']['remove']}" if s["redesign"]["remove"] else "")
-            + f" ({verdict}).",
-            "",
-        ]
+        out += ["", f"Derived redesign: {_redesign_text(s['redesign'])} ({verdict})."]
+        if s.get("trained_redesign"):
+            out += [
+                f"The redesign trained (under the earlier rules) was "
+                f"{_redesign_text(s['trained_redesign'])}: its accuracy row is not that of "
+                "the redesign derived now."
+            ]
+        out.append("")
     return "\n".join(out)
+
+
+def refresh_findings(results_dir: Path, out: Path, *, verbose: int = 1) -> dict:
+    """--refresh-findings: findings of the existing runs under the current rules, no training.
+
+    Rewrites the findings of every run in ``results.json`` (all snapshots, as ``deepeyes report
+    RUN --save`` does), derives the redesign of each seed again from its original run, and
+    rewrites ``results.json`` and ``results.md``. Where the redesign derived now differs from the
+    one that was trained, the entry keeps the trained one as ``trained_redesign``.
+    """
+    from deepeyes_keras.findings import write_findings
+
+    report = json.loads((results_dir / "results.json").read_text())
+    for s in report["per_seed"]:
+        for entry in s["networks"].values():
+            write_findings(out / entry["run"], overwrite=True)
+            entry["run_dir"] = _rel(out / entry["run"])
+        trained = s.get("trained_redesign") or s["redesign"]
+        s.pop("trained_redesign", None)
+        s.update(seed_findings(out / f"lenet-seed{s['seed']}", verbose=verbose))
+        new = s["redesign"]
+        if (new["widths"], sorted(new["remove"])) != (trained["widths"], sorted(trained["remove"])):
+            s["trained_redesign"] = {"widths": trained["widths"], "remove": trained["remove"]}
+    report["config"]["runs_dir"] = _rel(out)
+    report["findings_refreshed"] = {
+        "command": "python case_studies/mnist_lenet/run.py --refresh-findings",
+        "finished": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
+    (results_dir / "results.json").write_text(json.dumps(report, indent=1) + "\n")
+    (results_dir / "results.md").write_text(results_markdown(report) + "\n")
+    stale = [s["seed"] for s in report["per_seed"] if s.get("trained_redesign")]
+    print(
+        f"Findings refreshed; results in {results_dir / 'results.md'} and results.json. "
+        + (
+            f"The derived redesign changed in seed(s) {stale}: rerun the full command to refresh "
+            "the accuracy table."
+            if stale
+            else "The derived redesign is unchanged: the accuracy table stands."
+        )
+    )
+    return report
 
 
 # --------------------------------------------------------------------------- main
@@ -489,6 +621,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="snapshots (nearest steps) whose maps are computed, besides the last one; 'all' for "
         f"every snapshot (default {' '.join(map(str, MAP_STEPS))})",
     )
+    p.add_argument(
+        "--refresh-findings",
+        action="store_true",
+        help="train nothing: recompute the findings of the runs in results.json under the "
+        "current rules, derive the redesign again, rewrite results.md/json",
+    )
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1))
     return p.parse_args(argv)
 
@@ -496,6 +634,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     began = time.perf_counter()
     args = parse_args(argv)
+    if args.refresh_findings and args.quick:
+        raise SystemExit("--refresh-findings reads the runs of an earlier run; not with --quick")
     steps = args.steps or (QUICK["steps"] if args.quick else 2000)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     if args.out is not None:
@@ -505,6 +645,8 @@ def main(argv=None) -> dict:
         results_dir = out
     else:
         out, results_dir = HERE / "runs", HERE
+    if args.refresh_findings:
+        return refresh_findings(results_dir, out, verbose=args.verbose)
     out.mkdir(parents=True, exist_ok=True)
     mnist = (
         args.mnist
@@ -560,7 +702,7 @@ def main(argv=None) -> dict:
             "round_to": ROUND_TO,
             "map_steps": args.map_steps,
             "maps": maps,
-            "runs_dir": str(out),
+            "runs_dir": _rel(out),
             "cpus": os.cpu_count(),
         },
         "versions": {
