@@ -264,7 +264,9 @@ def _click_mark(watched, mark: str, index: int) -> int:
         (function walk(mark, ox, oy) {{
             if (mark.name === "{mark}") {{
                 const item = mark.items[{index}];
-                hit = [ox + item.x, oy + item.y, item.datum.filter];
+                // The middle of the mark: a rect's x/y is its corner, which a click can miss.
+                hit = [ox + item.x + (item.width || 0) / 2, oy + item.y + (item.height || 0) / 2,
+                       item.datum.filter];
                 return;
             }}
             if (mark.marktype !== "group") return;
@@ -303,7 +305,8 @@ def test_clicking_a_heatmap_filter_recolours_the_input_map(watched):
     assert not before["filter"]  # nothing selected: the input map shows label colours
     assert before["items"] == []
     picked = _click_mark(watched, "heatmap_marks", 2)
-    watched.page.wait_for_function(f"() => ({OVERLAY})().items.length > 0")
+    # Generous: a loaded CI machine re-renders slowly (this is not a speed test).
+    watched.page.wait_for_function(f"() => ({OVERLAY})().items.length > 0", timeout=120_000)
     after = watched.page.evaluate(OVERLAY)
     assert after["filter"]["filter"] == [picked]
     assert len(after["items"]) > 0
