@@ -54,13 +54,22 @@ def train_demo(
     if run_name and (Path(log_dir) / run_name / "manifest.json").is_file():
         shutil.rmtree(Path(log_dir) / run_name)  # the demo replaces its previous run
     cb = DeepEyesCallback(log_dir=log_dir, run_name=run_name, seed=seed, verbose=verbose)
+    import tensorflow as tf
+
+    # A shuffled, repeated stream: epochs of `steps_per_epoch` never run out of data.
+    data = (
+        tf.data.Dataset.from_tensor_slices((x, y))
+        .shuffle(len(x), seed=seed)
+        .repeat()
+        .batch(batch)
+        .prefetch(2)
+    )
     began = time.perf_counter()
     model.fit(
-        x,
-        y,
-        batch_size=batch,
+        data,
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
+        shuffle=False,
         verbose=verbose,
         callbacks=[cb],
     )
