@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 MNIST  ?= $(wildcard ../shared/data/mnist.npz)
 STEPS  ?= 2000
 
-.PHONY: demo site serve test lint clean
+.PHONY: demo site serve test bench lint clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ serve: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	DEEPEYES_MNIST=$(MNIST) $(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python bench/overhead.py --model all
+	$(BIN)/python bench/blocking.py
+	$(BIN)/python bench/embedding.py
+	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/run_size.py
+	$(BIN)/python bench/viewer.py
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check deepeyes_keras tests

@@ -1,11 +1,21 @@
-"""Training overhead of DeepEyes against plain fit (and TensorBoard's histograms, if installed).
+"""Training overhead of DeepEyes against plain fit and TensorBoard's histograms.
 
-MNIST LeNet (DESIGN.md section 3), batch 64. Configurations are interleaved within each
-repetition so machine noise hits them alike; the table reports the median wall time of ``fit``
-and each configuration's median ratio to plain ``fit`` of the same repetition, with min-max.
+Three networks (``--model``): the paper's MNIST LeNet (DESIGN.md section 3), a VGG-style CNN on
+generated 32x32x3 images and a dense MLP on generated tabular data, each for 2 epochs at batch 64.
+Configurations run interleaved within each repetition, in a rotated order, so machine noise hits
+them alike; each ratio compares a fit with the plain fit of the same repetition. The table gives
+the median and min-max over the repetitions.
 
-    python bench/overhead.py                 # 2 epochs x 3 repetitions (about 10 minutes here)
-    python bench/overhead.py --quick         # a few seconds: CI runs this so the script cannot rot
+``DeepEyesCallback()`` (defaults) starts a low-priority background process that computes the
+input and filter maps while training runs; it competes with training for the cores, which is
+part of the fit time measured. ``fit`` does not wait for the last maps: the column "maps after
+fit" is the time they needed once fit had returned (waited for before the next fit starts, at most
+``--maps-timeout`` seconds; a wait cut short there is marked "capped").
+``DeepEyesCallback(maps=False)`` isolates the cost of recording from the cost of the maps.
+
+    python bench/overhead.py                  # LeNet: 2 epochs x 3 repetitions (15-30 min here)
+    python bench/overhead.py --model all      # LeNet, VGG-style and dense (about an hour here)
+    python bench/overhead.py --quick          # a few seconds per model: CI runs this
 """
 
 from __future__ import annotations
@@ -14,91 +24,140 @@ import argparse
 import gc
 import json
 import os
-import platform
-import statistics
+import sys
 import tempfile
 import time
 
-import keras
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
 
-from deepeyes_keras import DeepEyesCallback
-from deepeyes_keras.data import load_mnist
-from deepeyes_keras.models import compile_lenet, lenet
+_common.quiet_tensorflow()
 
 
-def parse():
+def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mnist", default=os.environ.get("DEEPEYES_MNIST",
-                                                          "../shared/data/mnist.npz"))
+    parser.add_argument("--model", choices=[*_common.MODELS, "all"], default="lenet")
+    parser.add_argument("--mnist", default=_common.DEFAULT_MNIST)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None, help="limit steps per epoch")
-    parser.add_argument("--quick", action="store_true", help="tiny run for CI")
-    parser.add_argument("--json", help="also write the results here")
-    return parser.parse_args()
+    parser.add_argument("--no-tensorboard", action="store_true")
+    parser.add_argument("--no-diagnostic", action="store_true",
+                        help="skip the DeepEyesCallback(maps=False) configuration")
+    parser.add_argument("--maps-timeout", type=float, default=900.0,
+                        help="longest wait for the background maps after a fit; then they are "
+                             "stopped and the wait is reported as capped (default 900 s)")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 epoch of 10 steps (one snapshot), 1 repetition, small "
+                             "reservoir: for CI")
+    parser.add_argument("--json", help="also write the raw results here")
+    return parser.parse_args(argv)
 
 
-def configurations(tmp):
+def configurations(tmp, *, quick, tensorboard, diagnostic):
+    import keras
+
+    from deepeyes_keras import DeepEyesCallback
+
+    # Quick mode keeps the background maps cheap (t-SNE of 256 points, not 2,000).
+    extra = {"reservoir_size": 256} if quick else {}
+    shown = "DeepEyesCallback(reservoir_size=256)" if quick else "DeepEyesCallback()"
     configs = {"plain fit": lambda: []}
-    configs["DeepEyesCallback()"] = lambda: [DeepEyesCallback(log_dir=tmp, verbose=0)]
-    try:
-        import tensorboard  # noqa: F401
+    configs[shown] = lambda: [DeepEyesCallback(log_dir=tmp, verbose=0, **extra)]
+    if diagnostic:
+        configs[shown.replace("()", "(maps=False)").replace("=256)", "=256, maps=False)")] = (
+            lambda: [DeepEyesCallback(log_dir=tmp, verbose=0, maps=False, **extra)])
+    if tensorboard:
+        try:
+            import tensorboard as _tb  # noqa: F401
 
-        configs["TensorBoard(histogram_freq=1)"] = lambda: [
-            keras.callbacks.TensorBoard(log_dir=os.path.join(tmp, "tb"), histogram_freq=1)
-        ]
-    except ImportError:
-        print("tensorboard is not installed (pip install -e '.[bench]'): skipping it")
+            configs["TensorBoard(histogram_freq=1)"] = lambda: [
+                keras.callbacks.TensorBoard(log_dir=os.path.join(tmp, "tb"), histogram_freq=1)
+            ]
+        except ImportError:
+            _common.log("tensorboard is not installed (pip install -e '.[bench]'): skipping it")
     return configs
 
 
-def main():
-    args = parse()
-    if args.quick:
-        args.epochs, args.repeats, args.steps = 1, 1, 30
-    (x, y), _ = load_mnist(args.mnist)
-    x = x[..., None].astype("float32") / 256.0
+def bench_model(model_name, args):
+    import keras
+
+    x, y, data_desc = _common.load_data(model_name, mnist=args.mnist)
     times: dict[str, list[float]] = {}
     ratios: dict[str, list[float]] = {}
-    maps_wait: list[float] = []
+    maps_after: dict[str, list[float]] = {}
+    capped: dict[str, int] = {}
+    batch = 64
     with tempfile.TemporaryDirectory() as tmp:
-        configs = configurations(tmp)
+        configs = configurations(tmp, quick=args.quick, tensorboard=not args.no_tensorboard,
+                                 diagnostic=not args.no_diagnostic)
+        names = list(configs)
+        # Warm-up: TensorFlow's first fit in a process pays one-off start-up costs.
+        warm = _common.build_model(model_name, seed=99)
+        warm.fit(x[:batch * 3], y[:batch * 3], batch_size=batch, epochs=1, verbose=0)
+        del warm
         for rep in range(args.repeats):
-            base = None
-            for name, make_callbacks in configs.items():
+            order = names[rep % len(names):] + names[:rep % len(names)]
+            elapsed_by = {}
+            for name in order:
                 keras.utils.set_random_seed(rep)
-                model = compile_lenet(lenet(seed=rep))
-                callbacks = make_callbacks()
+                net = _common.build_model(model_name, seed=rep)
+                callbacks = configs[name]()
                 gc.collect()
                 began = time.perf_counter()
-                model.fit(x, y, batch_size=64, epochs=args.epochs, steps_per_epoch=args.steps,
-                          verbose=0, callbacks=callbacks)
-                elapsed = time.perf_counter() - began
+                net.fit(x, y, batch_size=batch, epochs=args.epochs, steps_per_epoch=args.steps,
+                        verbose=0, callbacks=callbacks)
+                elapsed_by[name] = time.perf_counter() - began
                 for cb in callbacks:  # maps finish in the background: not part of fit's time,
                     if hasattr(cb, "wait_for_maps"):  # but must not slow the next configuration
-                        waited = time.perf_counter()
-                        cb.wait_for_maps(verbose=False)
-                        maps_wait.append(time.perf_counter() - waited)
-                base = elapsed if base is None else base
-                times.setdefault(name, []).append(elapsed)
-                ratios.setdefault(name, []).append(elapsed / base)
-                print(f"repeat {rep + 1}/{args.repeats} {name:32s} {elapsed:7.2f} s", flush=True)
-    steps = args.epochs * (args.steps or int(np.ceil(len(x) / 64)))
-    print(f"\nMNIST LeNet, batch 64, {args.epochs} epoch(s) = {steps} steps, {args.repeats} "
-          f"interleaved repetitions; {os.cpu_count()} CPU cores, {platform.processor() or 'cpu'}")
-    print("| configuration | fit time, median (s) | ratio to plain fit, median (min-max) |")
-    print("|---|---|---|")
-    for name in times:
-        r = ratios[name]
-        print(f"| {name} | {statistics.median(times[name]):.1f} | "
-              f"{statistics.median(r):.3f} ({min(r):.3f}-{max(r):.3f}) |")
-    if maps_wait:
-        print(f"\nAfter fit returned, the background maps needed {statistics.median(maps_wait):.1f} s "
-              "more (median).")
+                        waited, finished = _common.wait_for_maps(cb, args.maps_timeout)
+                        if cb.maps:
+                            maps_after.setdefault(name, []).append(waited)
+                            capped[name] = capped.get(name, 0) + (not finished)
+                _common.log(f"{model_name} repeat {rep + 1}/{args.repeats} {name:40s} "
+                            f"{elapsed_by[name]:7.2f} s")
+                del net, callbacks
+            for name in names:
+                times.setdefault(name, []).append(elapsed_by[name])
+                ratios.setdefault(name, []).append(elapsed_by[name] / elapsed_by["plain fit"])
+    steps = args.epochs * (args.steps or -(-len(x) // batch))
+    net = _common.build_model(model_name)
+    title = (f"**{model_name}**: {_common.describe_model(model_name, net)}; {data_desc}; "
+             f"batch {batch}, {args.epochs} epoch(s) = {steps:,} steps; {args.repeats} "
+             "interleaved repetition(s).")
+    rows = []
+    for name in names:
+        rows.append([
+            name,
+            _common.spread(times[name], "{:.1f}"),
+            _common.spread(ratios[name], "{:.3f}"),
+            (_common.spread(maps_after[name], "{:.1f}")
+             + (f", capped {capped[name]}x" if capped.get(name) else "")
+             if name in maps_after else "-"),
+        ])
+    headers = ["configuration", "fit time (s), median (min-max)",
+               "ratio to plain fit, median (min-max)", "maps after fit returned (s)"]
+    return title, _common.table(headers, rows), {
+        "times": times, "ratios": ratios, "maps_after_fit": maps_after, "capped": capped,
+        "steps": steps}
+
+
+def main(argv=None):
+    args = parse(argv)
+    if args.quick:
+        args.epochs, args.repeats, args.steps = 1, 1, 10
+    models = list(_common.MODELS) if args.model == "all" else [args.model]
+    print(_common.machine_line())
+    results = {}
+    for model_name in models:
+        title, text, raw = bench_model(model_name, args)
+        results[model_name] = raw
+        print(f"\n{title}\n\n{text}", flush=True)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"times": times, "ratios": ratios, "steps": steps}, handle, indent=1)
+            json.dump(results, handle, indent=1)
+    print(f"\nCommand: python bench/overhead.py {' '.join(sys.argv[1:] if argv is None else argv)}"
+          .rstrip())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,232 @@
+"""Shared helpers of the benchmark scripts: the machine, Markdown tables, benchmark models and data.
+
+Nothing here downloads: MNIST comes from a local ``.npz`` (``--mnist`` or ``DEEPEYES_MNIST``), the
+other data sets are generated (seeded) from NumPy and scikit-learn.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# ../shared/data/mnist.npz beside the checkout (as in CI), whatever the working directory.
+DEFAULT_MNIST = os.environ.get("DEEPEYES_MNIST") or os.path.normpath(
+    REPO / ".." / "shared" / "data" / "mnist.npz")
+MODELS = ("lenet", "vgg", "dense")
+
+
+def quiet_tensorflow() -> None:
+    """Silences TensorFlow's C++ start-up chatter (call before importing TensorFlow or Keras)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def memory_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def machine_line(*, tensorflow: bool = True) -> str:
+    """One line describing the machine and the versions that matter."""
+    parts = [f"{os.cpu_count()} CPU cores ({cpu_model()})"]
+    mem = memory_gib()
+    if mem:
+        parts.append(f"{mem:.0f} GiB RAM")
+    parts.append(f"Python {platform.python_version()}")
+    if tensorflow:
+        import keras
+        import tensorflow as tf
+
+        parts.append(f"TensorFlow {tf.__version__}, Keras {keras.__version__}")
+        gpus = tf.config.list_physical_devices("GPU")
+        parts.append(f"{len(gpus)} GPU(s)" if gpus else "no GPU")
+    try:
+        load = os.getloadavg()[0]
+        parts.append(f"load average at start {load:.1f}")
+    except OSError:
+        pass
+    return "Machine: " + "; ".join(parts) + "."
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    """A Markdown table (cells already formatted as strings)."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def spread(values: list[float], fmt: str = "{:.2f}") -> str:
+    """'median (min-max)' of a list of numbers."""
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt.format(med)
+    return f"{fmt.format(med)} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def rss_mb(pid: int | None = None) -> float:
+    """Resident set size of a process in MB (10^6 bytes)."""
+    import psutil
+
+    return psutil.Process(pid).memory_info().rss / 1e6
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- benchmark models and data ------------------------------------------------------------------
+
+
+def load_data(model: str, *, mnist: str = DEFAULT_MNIST, n: int | None = None, seed: int = 0):
+    """(x, y, description) for one of the benchmark models, float32 inputs, int labels."""
+
+    if model == "lenet":
+        from deepeyes_keras.data import load_mnist
+
+        (x, y), _ = load_mnist(mnist)
+        desc = f"MNIST ({len(x):,} training images, 28x28x1)"
+        if n is not None:
+            x, y = x[:n], y[:n]
+            desc = f"MNIST (first {len(x):,} training images, 28x28x1)"
+        x = x[..., None].astype("float32") / 256.0
+        return x, y.astype("int64"), desc
+    if model == "vgg":
+        n = n or 10_000
+        x, y = synthetic_images(n, seed=seed)
+        return x, y, (f"synthetic CIFAR-like images ({n:,}, 32x32x3, 10 classes: a smooth random "
+                      "template per class, shifted, plus noise)")
+    if model == "dense":
+        n = n or 50_000
+        x, y = tabular(n, seed=seed)
+        return x, y, (f"tabular data from sklearn make_classification ({n:,} rows, 54 features, "
+                      "7 classes)")
+    raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
+
+
+def synthetic_images(n: int, *, seed: int = 0, classes: int = 10):
+    """CIFAR-like 32x32x3 images: a smooth random template per class, shifted, plus noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(size=(classes, 4, 4, 3)).astype("float32")
+    templates = coarse.repeat(10, axis=1).repeat(10, axis=2)  # 40x40: room to shift by 0..8 px
+    kernel = np.ones(5, "float32") / 5  # blur the blocks into smooth blobs
+    for axis in (1, 2):
+        templates = np.apply_along_axis(lambda v: np.convolve(v, kernel, "same"), axis, templates)
+    y = rng.integers(0, classes, n)
+    dx, dy = rng.integers(0, 9, n), rng.integers(0, 9, n)
+    x = np.empty((n, 32, 32, 3), "float32")
+    for i in range(n):
+        x[i] = templates[y[i], dy[i]:dy[i] + 32, dx[i]:dx[i] + 32]
+    x += rng.normal(scale=0.8, size=x.shape).astype("float32")
+    x = (x - x.mean()) / x.std()
+    return x.astype("float32"), y.astype("int64")
+
+
+def tabular(n: int, *, seed: int = 0):
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=n, n_features=54, n_informative=24, n_redundant=12,
+                               n_classes=7, n_clusters_per_class=2, class_sep=1.0,
+                               random_state=seed)
+    x = (x - x.mean(axis=0)) / x.std(axis=0)
+    return x.astype("float32"), y.astype("int64")
+
+
+def build_model(model: str, *, seed: int = 0):
+    """A compiled benchmark model: the paper's LeNet, a VGG-style CNN or a dense MLP."""
+    import keras
+
+    if model == "lenet":
+        from deepeyes_keras.models import compile_lenet, lenet
+
+        return compile_lenet(lenet(seed=seed))
+
+    def init(offset):
+        return keras.initializers.GlorotUniform(seed=seed * 100 + offset)
+
+    if model == "vgg":
+        layers = [keras.Input((32, 32, 3))]
+        i = 0
+        for block, (filters, convs) in enumerate(((16, 2), (32, 2), (64, 2)), start=1):
+            for c in range(1, convs + 1):
+                layers.append(keras.layers.Conv2D(filters, 3, padding="same", activation="relu",
+                                                  kernel_initializer=init(i),
+                                                  name=f"conv{block}_{c}"))
+                i += 1
+            layers.append(keras.layers.MaxPooling2D(2, name=f"pool{block}"))
+        layers += [
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(128, activation="relu", kernel_initializer=init(i), name="fc1"),
+            keras.layers.Dense(10, kernel_initializer=init(i + 1), name="logits"),
+        ]
+        net = keras.Sequential(layers, name="vgg_small")
+    elif model == "dense":
+        net = keras.Sequential([
+            keras.Input((54,)),
+            keras.layers.Dense(512, activation="relu", kernel_initializer=init(0), name="fc1"),
+            keras.layers.Dense(256, activation="relu", kernel_initializer=init(1), name="fc2"),
+            keras.layers.Dense(128, activation="relu", kernel_initializer=init(2), name="fc3"),
+            keras.layers.Dense(7, kernel_initializer=init(3), name="logits"),
+        ], name="dense_mlp")
+    else:
+        raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
+    net.compile(keras.optimizers.SGD(0.01, momentum=0.9),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"])
+    return net
+
+
+def describe_model(model: str, net) -> str:
+    names = {"lenet": "Caffe LeNet (DESIGN.md section 3)",
+             "vgg": "VGG-style CNN (3x3 convs 16-16, 32-32, 64-64 with ReLU, max-pool after each "
+                    "pair; dense 128, 10)",
+             "dense": "dense MLP (512-256-128-7, ReLU)"}
+    return f"{names[model]}, {net.count_params():,} parameters"
+
+
+def wait_for_maps(callback, timeout: float) -> tuple[float, bool]:
+    """Waits for a DeepEyesCallback's background maps, at most ``timeout`` seconds.
+
+    Returns (seconds waited, finished). When the cap is reached the maps process is stopped (by
+    its pid, found among this process's children), so the next measurement starts on idle cores.
+    """
+    import threading
+    import time
+
+    import psutil
+
+    began = time.perf_counter()
+    waiter = threading.Thread(target=callback.wait_for_maps, kwargs={"verbose": False},
+                              daemon=True)
+    waiter.start()
+    waiter.join(timeout)
+    finished = not waiter.is_alive()
+    if not finished:
+        for child in psutil.Process().children(recursive=True):
+            if "deepeyes_keras.maps" in " ".join(child.cmdline()):
+                child.terminate()
+        waiter.join(60)
+    return time.perf_counter() - began, finished

@@ -1,0 +1,200 @@
+"""Scaling of the embeddings behind the input map and the filter map: wall time and peak memory.
+
+Input map (``deepeyes_keras.embedding.input_map`` at its defaults: 250 early-exaggeration + 500
+iterations; openTSNE, Barnes-Hut below 10,000 points, FFT interpolation from 10,000) of clustered
+synthetic descriptors (50 dimensions, 20 Gaussian clusters) at 1k, 5k, 10k, 20k and 100k points,
+and at 10k with the maps worker's shorter schedule for a fresh map (250 + 300); filter map
+(``filter_map``, 750 iterations) of synthetic co-activation similarities for 50, 500 and 4,096
+filters. Each case runs in a fresh Python process so that its peak resident memory is its own
+(VmHWM, reset after a warm-up call; ``ru_maxrss`` where that cannot be reset); the time is that of
+the call alone (data generated, modules imported and one tiny warm-up call made beforehand). A
+case that passes ``--timeout`` is reported as such.
+
+    python bench/embedding.py              # every case (about 20 min here)
+    python bench/embedding.py --quick      # 1k points and 50 filters, fewer iterations: for CI
+    python bench/embedding.py --jobs 1     # the same with one thread (see the results page)
+    python bench/embedding.py --only input:10000,filter:500   # some cases only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common  # noqa: E402
+
+INPUT_SIZES = (1_000, 5_000, 10_000, 20_000, 100_000)
+FILTER_SIZES = (50, 500, 4_096)
+DIMENSIONS = 50
+TARGET_10K_S = 15.0
+WORKER_ITER = 300  # the maps worker's schedule for a fresh map (maps.FRESH_SCHEDULE): 250 + 300
+
+
+def parse(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="two tiny cases: for CI")
+    parser.add_argument("--timeout", type=float, default=900.0,
+                        help="seconds allowed per case (default 900)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="threads of openTSNE (default: the package's own setting)")
+    parser.add_argument("--iter-100k", type=int, default=500,
+                        help="iterations after early exaggeration for 100k points (default 500, "
+                             "the function's default)")
+    parser.add_argument("--only", help="comma-separated cases, e.g. input:10000,filter:500")
+    parser.add_argument("--case", nargs=3, metavar=("KIND", "N", "ITER"), help=argparse.SUPPRESS)
+    parser.add_argument("--json", help="also write the raw results here")
+    return parser.parse_args(argv)
+
+
+def clustered(n: int, dim: int = DIMENSIONS, clusters: int = 20, seed: int = 0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(clusters, dim))
+    scales = rng.uniform(0.5, 2.0, clusters)
+    label = rng.integers(0, clusters, n)
+    x = centres[label] + rng.normal(size=(n, dim)) * scales[label, None]
+    return x.astype("float32")
+
+
+def similarities(n_filters: int, seed: int = 0, labels: int = 10):
+    """A plausible weighted-Jaccard matrix: filters near each other in a latent space co-fire."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    groups = max(2, n_filters // 16)
+    centre = rng.normal(size=(groups, 5))
+    z = centre[rng.integers(0, groups, n_filters)] + 0.3 * rng.normal(size=(n_filters, 5))
+    sq = (z * z).sum(axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0.0)
+    phi = np.exp(-d2 / 4.0)
+    np.fill_diagonal(phi, 1.0)
+    label_activation = rng.gamma(0.5, size=(n_filters, labels))
+    return phi, label_activation
+
+
+def run_case(kind: str, n: int, n_iter: int, jobs: int | None) -> dict:
+    """Runs one case in this process; returns its time and memory."""
+    from deepeyes_keras import embedding
+
+    if jobs is not None:
+        embedding._N_JOBS = jobs  # benchmark knob: the package fixes the thread count
+    # Warm-up on tiny data: imports and first-call costs stay out of the clock (the maps worker
+    # pays them once per run, not once per map).
+    embedding.input_map(clustered(200, seed=1), seed=0, n_iter=20, early_iter=10)
+    embedding.filter_map(*similarities(40, seed=1), seed=0, n_iter=250)
+
+    if kind == "input":
+        data = clustered(n)
+        reset = _reset_peak_rss()
+        before = _common.rss_mb()
+        began = time.perf_counter()
+        embedding.input_map(data, seed=0, n_iter=n_iter)
+    else:
+        phi, label_activation = similarities(n)
+        reset = _reset_peak_rss()
+        before = _common.rss_mb()
+        began = time.perf_counter()
+        embedding.filter_map(phi, label_activation, seed=0, n_iter=n_iter)
+    seconds = time.perf_counter() - began
+    peak = _peak_rss_mb()
+    return {"seconds": seconds, "peak_rss_mb": peak, "rss_before_mb": before,
+            "threads": embedding._N_JOBS, "peak_reset": reset}
+
+
+def _reset_peak_rss() -> bool:
+    """Resets this process's peak RSS (Linux >= 4.0: clear_refs 5): the warm-up is not counted."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (VmHWM), else ru_maxrss, in MB (10^6 bytes)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+
+
+def spawn(kind, n, n_iter, args) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--case", kind, str(n), str(n_iter)]
+    if args.jobs is not None:
+        cmd += ["--jobs", str(args.jobs)]
+    began = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"timeout": True, "seconds": time.perf_counter() - began}
+    if done.returncode != 0:
+        raise RuntimeError(f"case {kind} {n} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    args = parse(argv)
+    if args.case:
+        kind, n, n_iter = args.case
+        print(json.dumps(run_case(kind, int(n), int(n_iter), args.jobs)))
+        return
+    if args.quick:
+        cases = [("input", 1_000, 100), ("filter", 50, 250)]
+    else:
+        cases = [("input", n, args.iter_100k if n >= 100_000 else 500) for n in INPUT_SIZES]
+        cases.insert(3, ("input", 10_000, WORKER_ITER))
+        cases += [("filter", n, 750) for n in FILTER_SIZES]
+    if args.only:
+        wanted = {tuple(item.split(":")) for item in args.only.split(",")}
+        cases = [c for c in cases if (c[0], str(c[1])) in wanted]
+    print(_common.machine_line(tensorflow=False))
+    rows, results = [], []
+    for kind, n, n_iter in cases:
+        _common.log(f"{kind} map, {n:,} points ...")
+        res = dict(spawn(kind, n, n_iter, args), kind=kind, n=n, n_iter=n_iter)
+        results.append(res)
+        if kind == "input":
+            what = f"input map, {n:,} points x {DIMENSIONS} dims"
+            method = "FFT" if n >= 10_000 else "Barnes-Hut"
+            schedule = f"250 + {n_iter} ({method})"
+            if n_iter == WORKER_ITER:
+                schedule += ", the maps worker's fresh-map schedule"
+        else:
+            what = f"filter map, {n:,} filters"
+            schedule = f"{n_iter} (Barnes-Hut, precomputed)"
+        if res.get("timeout"):
+            rows.append([what, schedule, f"> {args.timeout:.0f} (timeout)", "-", "-"])
+        else:
+            rows.append([what, schedule, f"{res['seconds']:.1f}", f"{res['peak_rss_mb']:.0f}",
+                         f"{res['peak_rss_mb'] - res['rss_before_mb']:.0f}"])
+        _common.log(f"  {rows[-1]}")
+    threads = next((r["threads"] for r in results if "threads" in r), "?")
+    print(f"\nopenTSNE with {threads} thread(s); each case in a fresh process.\n")
+    print(_common.table(["case", "iterations", "wall time (s)", "peak RSS (MB)",
+                         "peak RSS above the process before the call (MB)"], rows))
+    for ten_k in (r for r in results if r["kind"] == "input" and r["n"] == 10_000):
+        secs = ten_k["seconds"]
+        verdict = "missed" if ten_k.get("timeout") or secs > TARGET_10K_S else "met"
+        print(f"\nTarget: 10,000-point input map in at most {TARGET_10K_S:.0f} s, 250 + "
+              f"{ten_k['n_iter']} iterations: {verdict} ({secs:.1f} s).")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1)
+    print(f"\nCommand: python bench/embedding.py {' '.join(sys.argv[1:] if argv is None else argv)}"
+          .rstrip())
+
+
+if __name__ == "__main__":
+    main()
