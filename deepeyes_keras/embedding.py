@@ -74,7 +74,8 @@ def input_map(
 ) -> np.ndarray:
     """2-D t-SNE of neuronal receptive-field descriptors (the input map).
 
-    ``early_iter`` (250) iterations of early exaggeration (factor 12), then ``n_iter`` normal ones (the same total
+    ``early_iter`` (250) iterations of early exaggeration (factor 12), then ``n_iter`` normal
+    ones (the same total
     with either backend). Perplexity is clamped to ``min(perplexity, (n - 1) / 3)`` so that
     ``3 * perplexity`` neighbours exist (openTSNE's rule; it also meets scikit-learn's
     ``perplexity < n``). NaN and +-inf in descriptors are replaced by 0; duplicate rows are fine.
@@ -94,7 +95,8 @@ def input_map(
         n_iter: Iterations after the early-exaggeration phase, at least 1.
         early_iter: Iterations of early exaggeration (fewer suffice when ``init`` is a previous
             layout, which already separates the clusters).
-        method: ``"opentsne"`` (FFT interpolation from 10,000 points, Barnes-Hut below: 2.4x faster at 2,000),
+        method: ``"opentsne"`` (FFT interpolation from 10,000 points, Barnes-Hut below, 2.4x
+            faster at 2,000),
             ``"sklearn"`` (``sklearn.manifold.TSNE``, Barnes-Hut) or ``"auto"``: openTSNE when
             importable, else scikit-learn.
         progress: Optional ``callable(fraction, message)``, called about a dozen times as
