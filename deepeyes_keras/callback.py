@@ -177,6 +177,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
         self._fit_start = None
         self._map_worker = None
         self._seen_step = 0
+        self._epoch_base = 0
 
     @property
     def run_dir(self) -> Path | None:
@@ -224,12 +225,17 @@ class DeepEyesCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = int(epoch)
+        if self._recorder is not None:  # exact even after an interrupted fit (one read per epoch)
+            self._seen_step = int(self._recorder.step.numpy())
+        self._epoch_base = self._seen_step
 
     def on_train_batch_end(self, batch, logs=None):
         # Kept minimal: runs every step. The heavy work is in the compiled train step.
         for name, value in (logs or {}).items():
             self._pending_metrics.setdefault(name, []).append(value)
-        step = int(self._recorder.step.numpy())
+        # Keras passes the index in the epoch of the last step this call covers; counting here
+        # avoids reading the step variable (a device sync) every step. Snapshots re-check it.
+        step = self._epoch_base + int(batch) + 1
         self._pending_metrics.setdefault("step", []).append(step)
         # With steps_per_execution > 1 several steps pass between two calls: act when a sampled
         # or snapshot step lies in (previous step, step].
@@ -337,6 +343,8 @@ class DeepEyesCallback(keras.callbacks.Callback):
         if "analysed_layers" not in self._writer.manifest:
             self._writer.manifest.update(self._manifest_model())
         state = self._recorder.read(self._written_uid)
+        if state["step"] != step:  # the per-step count drifted (never seen): trust the variable
+            step = self._seen_step = state["step"]
         arrays, samples, layer_records = {}, {}, {}
         for tap, layer_state in zip(self._recorder.taps, state["layers"], strict=True):
             key = f"L{tap.index}"

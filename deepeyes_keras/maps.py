@@ -149,10 +149,6 @@ def _worker_main(run_dir: str, max_points: int, seed: int) -> None:
     import warnings
 
     warnings.filterwarnings("ignore", message="Loky-backed parallel loops")
-    try:
-        os.nice(19)  # training keeps the cores; the maps use what it leaves
-    except (AttributeError, OSError):  # pragma: no cover - platform without nice
-        pass
     from deepeyes_keras.findings import write_findings
     from deepeyes_keras.views import _ThumbnailCache, write_views
 
@@ -178,6 +174,24 @@ def _worker_main(run_dir: str, max_points: int, seed: int) -> None:
     send("stopped")
 
 
+# How the worker starts: lower its priority FIRST, then import anything. Linux sets scheduling per
+# thread and new threads inherit it, so the policy must be set before numpy's BLAS pool or
+# openTSNE's threads exist (a `nice` after `import numpy` leaves those threads at full priority).
+# SCHED_IDLE runs the worker only on otherwise idle cores, and a training thread that wakes up
+# takes its core back at once; where it is not available, nice 19 is the fallback.
+_LAUNCH = """
+import os, runpy
+try:
+    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+except (AttributeError, OSError):
+    try:
+        os.nice(19)
+    except (AttributeError, OSError):
+        pass
+runpy.run_module("deepeyes_keras.maps", run_name="__main__", alter_sys=True)
+"""
+
+
 class MapWorker:
     """A background process that keeps a run's maps and views up to date.
 
@@ -189,7 +203,7 @@ class MapWorker:
 
     def __init__(self, run_dir, *, max_points: int = 2000, seed: int = 0):
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "deepeyes_keras.maps", str(run_dir), str(max_points), str(seed)],
+            [sys.executable, "-c", _LAUNCH, str(run_dir), str(max_points), str(seed)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

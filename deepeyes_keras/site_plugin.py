@@ -55,7 +55,7 @@ log = get_plugin_logger("deepeyes")
 
 ASSETS = Path(__file__).parent / "site_assets"
 VIEWS = ("overview", "histograms", "layer")
-BLOCK_KEYS = ("run", "view", "layer", "step", "caption")
+BLOCK_KEYS = ("run", "view", "layer", "step", "caption", "if-missing")
 RESERVED_SLUGS = {"assets", "compare", "index"}
 _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*?)[ \t]*$")
 _SECTION = re.compile(r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
@@ -390,7 +390,13 @@ class DeepEyesPlugin(BasePlugin[DeepEyesConfig]):
         token = f"DEEPEYESEMBED{len(embeds)}X{secrets.token_hex(6)}"
         where = f"Doc file '{page.file.src_uri}': deepeyes block"
         try:
-            block = self._embed_html(_parse_block(body), page, files, len(embeds))
+            opts = _parse_block(body)
+            block = self._embed_html(opts, page, files, len(embeds))
+        except _MissingRun as err:
+            # The author expected this (e.g. a case study's runs are made by a script): a quiet
+            # note instead of an error, and no warning, so `mkdocs build --strict` passes.
+            log.info(f"{where}: {err}; showing its if-missing text")
+            block = pages.notice(opts["if-missing"])
         except ValueError as err:
             log.warning(f"{where}: {err}")
             block = pages.notice(f"DeepEyes chart unavailable: {err}", kind="error")
@@ -401,7 +407,12 @@ class DeepEyesPlugin(BasePlugin[DeepEyesConfig]):
         link = self._linker(page, files)
         if "run" not in opts:
             raise ValueError("no run given (add a line 'run: <run name>').")
-        run = self._find_run(opts["run"])
+        try:
+            run = self._find_run(opts["run"])
+        except ValueError as err:
+            if "if-missing" in opts:
+                raise _MissingRun(str(err)) from None
+            raise
         view = opts.get("view", "layer" if "layer" in opts else "overview")
         if view not in VIEWS:
             raise ValueError(f"unknown view {view!r}. Expected one of {', '.join(VIEWS)}.")
@@ -501,6 +512,10 @@ def _nearest(steps: list[int], step: int | None) -> int:
 
 def _asked(step: int | None, shown: int) -> str:
     return "" if step is None or step == shown else f" (nearest snapshot to step {step})"
+
+
+class _MissingRun(ValueError):
+    """A block's run is absent and the block says what to show instead (``if-missing``)."""
 
 
 def _parse_block(body: str) -> dict[str, str]:

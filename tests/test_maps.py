@@ -1,6 +1,8 @@
 """Maps of every snapshot: computed off the training thread, carried between snapshots."""
 
 import json
+import os
+import time
 
 import keras
 import numpy as np
@@ -9,7 +11,7 @@ from scipy.spatial import procrustes
 
 from deepeyes_keras import DeepEyesCallback, load_run
 from deepeyes_keras.findings import format_report
-from deepeyes_keras.maps import compute_missing_maps, layer_maps, maps_path
+from deepeyes_keras.maps import MapWorker, compute_missing_maps, layer_maps, maps_path
 
 pytestmark = pytest.mark.slow
 
@@ -129,3 +131,25 @@ def test_export_markdown_with_images_for_a_wiki(tmp_path):
         assert grey_on_white(decode_png(data)).var() > MIN_PIXEL_VARIANCE, name
     assert "## Findings" in page and "suggest width" in page
     assert main(["export", str(tmp_path / "missing")]) == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
+def test_background_worker_runs_every_thread_at_idle_priority(tmp_path):
+    """Training must keep the cores: no thread of the maps process (BLAS pools included) may run
+    at normal priority. Linux sets the policy per thread, so it must precede every import."""
+    worker = MapWorker(tmp_path)  # waits for its first notice: alive, modules imported
+    try:
+        pid = worker._process.pid
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # until numpy's thread pool exists (if it has one)
+            with open(f"/proc/{pid}/status") as status:
+                threads = int(next(ln for ln in status if ln.startswith("Threads:")).split()[1])
+            if threads > 1:
+                break
+            time.sleep(0.2)
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        assert {os.sched_getscheduler(t) for t in tids} == {os.SCHED_IDLE}
+        assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the trainer itself is untouched
+    finally:
+        worker.finish()
+        worker.wait(verbose=False)

@@ -382,6 +382,25 @@ def test_wiki_block_errors_warn_and_show_a_box(
     assert tags(page).find(class_="deepeyes-chart") == []
 
 
+def test_wiki_block_if_missing_shows_a_quiet_note_for_an_absent_run(
+    recorded_runs, tmp_path, write_site, build_site, mkdocs_warnings
+):
+    missing = "run: tiny-c\nif-missing: Make this run with make_runs.py first.\n"
+    present = "run: tiny-b\nview: overview\nif-missing: never shown\n"
+    typo_layer = "run: tiny-a\nlayer: convl\nif-missing: not for a bad layer\n"
+    body = "".join(f"```deepeyes\n{b}```\n\n" for b in (missing, present, typo_layer))
+    config = write_site(tmp_path, recorded_runs, pages={"case.md": f"# Case\n\n{body}"})
+    site = build_site(config)
+    # Only the bad layer warns: `if-missing` covers an absent run, nothing else.
+    assert len(mkdocs_warnings) == 1 and "unknown layer 'convl'" in mkdocs_warnings[0]
+    page = site / "case" / "index.html"
+    (note,) = tags(page).find(class_="deepeyes-notice")
+    assert note.get_text() == "Make this run with make_runs.py first."
+    assert "never shown" not in page.read_text()
+    assert len(tags(page).find(class_="deepeyes-chart")) == 1
+    assert len(tags(page).find(class_="deepeyes-error")) == 1
+
+
 def test_run_without_views_says_they_are_being_computed(
     runs_copy, tmp_path, write_site, build_site, mkdocs_warnings
 ):
