@@ -394,8 +394,10 @@ def test_wiki_block_if_missing_shows_a_quiet_note_for_an_absent_run(
     # Only the bad layer warns: `if-missing` covers an absent run, nothing else.
     assert len(mkdocs_warnings) == 1 and "unknown layer 'convl'" in mkdocs_warnings[0]
     page = site / "case" / "index.html"
-    (note,) = tags(page).find(class_="deepeyes-notice")
-    assert note.get_text() == "Make this run with make_runs.py first."
+    assert len(tags(page).find(class_="deepeyes-notice")) == 1
+    assert '<div class="deepeyes-notice">Make this run with make_runs.py first.</div>' in (
+        page.read_text()
+    )
     assert "never shown" not in page.read_text()
     assert len(tags(page).find(class_="deepeyes-chart")) == 1
     assert len(tags(page).find(class_="deepeyes-error")) == 1
