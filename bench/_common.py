@@ -92,6 +92,14 @@ def rss_mb(pid: int | None = None) -> float:
     return psutil.Process(pid).memory_info().rss / 1e6
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far, all threads (not its child processes)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 

@@ -6,15 +6,20 @@ Configurations run interleaved within each repetition, in a rotated order, so ma
 them alike; each ratio compares a fit with the plain fit of the same repetition. The table gives
 the median and min-max over the repetitions.
 
-``DeepEyesCallback()`` (defaults) starts a low-priority background process that computes the
-input and filter maps while training runs; it competes with training for the cores, which is
-part of the fit time measured. ``fit`` does not wait for the last maps: the column "maps after
-fit" is the time they needed once fit had returned (waited for before the next fit starts, at most
-``--maps-timeout`` seconds; a wait cut short there is marked "capped").
-``DeepEyesCallback(maps=False)`` isolates the cost of recording from the cost of the maps.
+``DeepEyesCallback()`` (defaults) starts a background process at idle priority that computes
+the input and filter maps while training runs; whatever it costs training (shared caches and
+memory bandwidth, sibling hyper-threads) is part of the fit time measured. ``fit`` does not wait
+for the last maps: the column "maps after fit" is the time they needed once fit had returned,
+measured in the first repetition (at most ``--maps-timeout`` seconds; a wait cut short is marked
+"capped"); in later repetitions the maps process is stopped when fit returns, so that every fit
+starts on idle cores. ``DeepEyesCallback(maps=False)`` isolates the cost of recording.
 
-    python bench/overhead.py                  # LeNet: 2 epochs x 3 repetitions (15-30 min here)
-    python bench/overhead.py --model all      # LeNet, VGG-style and dense (about an hour here)
+Besides wall time, the table gives the CPU time of the training process (user + system, all its
+threads; the maps process is a separate process and not included): on a shared virtual machine
+wall time drifts by tens of percent from minute to minute, CPU time much less.
+
+    python bench/overhead.py                  # LeNet: 2 epochs x 5 repetitions (about 15 min here)
+    python bench/overhead.py --model all      # LeNet, VGG-style and dense (about 45 min here)
     python bench/overhead.py --quick          # a few seconds per model: CI runs this
 """
 
@@ -39,7 +44,7 @@ def parse(argv=None):
     parser.add_argument("--model", choices=[*_common.MODELS, "all"], default="lenet")
     parser.add_argument("--mnist", default=_common.DEFAULT_MNIST)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=None, help="limit steps per epoch")
     parser.add_argument("--no-tensorboard", action="store_true")
     parser.add_argument("--no-diagnostic", action="store_true",
@@ -85,6 +90,8 @@ def bench_model(model_name, args):
     x, y, data_desc = _common.load_data(model_name, mnist=args.mnist)
     times: dict[str, list[float]] = {}
     ratios: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    cpu_ratios: dict[str, list[float]] = {}
     maps_after: dict[str, list[float]] = {}
     capped: dict[str, int] = {}
     batch = 64
@@ -98,28 +105,32 @@ def bench_model(model_name, args):
         del warm
         for rep in range(args.repeats):
             order = names[rep % len(names):] + names[:rep % len(names)]
-            elapsed_by = {}
+            elapsed_by, cpu_by = {}, {}
             for name in order:
                 keras.utils.set_random_seed(rep)
                 net = _common.build_model(model_name, seed=rep)
                 callbacks = configs[name]()
                 gc.collect()
-                began = time.perf_counter()
+                began, began_cpu = time.perf_counter(), _common.cpu_seconds()
                 net.fit(x, y, batch_size=batch, epochs=args.epochs, steps_per_epoch=args.steps,
                         verbose=0, callbacks=callbacks)
                 elapsed_by[name] = time.perf_counter() - began
+                cpu_by[name] = _common.cpu_seconds() - began_cpu
                 for cb in callbacks:  # maps finish in the background: not part of fit's time,
                     if hasattr(cb, "wait_for_maps"):  # but must not slow the next configuration
-                        waited, finished = _common.wait_for_maps(cb, args.maps_timeout)
-                        if cb.maps:
+                        limit = args.maps_timeout if rep == 0 else 0.0
+                        waited, finished = _common.wait_for_maps(cb, limit)
+                        if cb.maps and rep == 0:
                             maps_after.setdefault(name, []).append(waited)
                             capped[name] = capped.get(name, 0) + (not finished)
                 _common.log(f"{model_name} repeat {rep + 1}/{args.repeats} {name:40s} "
-                            f"{elapsed_by[name]:7.2f} s")
+                            f"{elapsed_by[name]:7.2f} s, CPU {cpu_by[name]:7.2f} s")
                 del net, callbacks
             for name in names:
                 times.setdefault(name, []).append(elapsed_by[name])
                 ratios.setdefault(name, []).append(elapsed_by[name] / elapsed_by["plain fit"])
+                cpu.setdefault(name, []).append(cpu_by[name])
+                cpu_ratios.setdefault(name, []).append(cpu_by[name] / cpu_by["plain fit"])
     steps = args.epochs * (args.steps or -(-len(x) // batch))
     net = _common.build_model(model_name)
     title = (f"**{model_name}**: {_common.describe_model(model_name, net)}; {data_desc}; "
@@ -131,14 +142,18 @@ def bench_model(model_name, args):
             name,
             _common.spread(times[name], "{:.1f}"),
             _common.spread(ratios[name], "{:.3f}"),
+            _common.spread(cpu[name], "{:.1f}"),
+            _common.spread(cpu_ratios[name], "{:.3f}"),
             (_common.spread(maps_after[name], "{:.1f}")
              + (f", capped {capped[name]}x" if capped.get(name) else "")
              if name in maps_after else "-"),
         ])
     headers = ["configuration", "fit time (s), median (min-max)",
-               "ratio to plain fit, median (min-max)", "maps after fit returned (s)"]
+               "ratio to plain fit, median (min-max)", "training process CPU (s)",
+               "CPU ratio to plain fit", "maps after fit returned (s)"]
     return title, _common.table(headers, rows), {
-        "times": times, "ratios": ratios, "maps_after_fit": maps_after, "capped": capped,
+        "times": times, "ratios": ratios, "cpu_seconds": cpu, "cpu_ratios": cpu_ratios,
+        "maps_after_fit": maps_after, "capped": capped,
         "steps": steps}
 
 

@@ -7,6 +7,7 @@ that computes maps run without TensorFlow, so this module never imports it (nor 
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,7 +18,9 @@ __all__ = ["FilterMap", "carry_layout", "filter_map", "input_map", "perplexity_o
 ProgressFn = Callable[[float, str], object]
 
 _METHODS = ("auto", "opentsne", "sklearn")
-_N_JOBS = 2  # the machines that compute maps have 2 cores; more threads only add contention
+# Threads of one embedding. The maps worker sets DEEPEYES_MAP_THREADS for its process; 2 suits
+# the 2-core machines this was tuned on (more threads only add contention there).
+_N_JOBS = max(1, int(os.environ.get("DEEPEYES_MAP_THREADS", "2") or 2))
 # Below 4 points a t-SNE cannot calibrate: the perplexity rule (n - 1) / 3 would fall below 1.
 _MIN_TSNE_POINTS = 4
 _EARLY_ITERS, _EARLY_FACTOR = 250, 12.0  # openTSNE's and scikit-learn's early exaggeration

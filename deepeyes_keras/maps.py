@@ -201,13 +201,18 @@ class MapWorker:
         seed: seed of the embeddings.
     """
 
-    def __init__(self, run_dir, *, max_points: int = 2000, seed: int = 0):
+    def __init__(self, run_dir, *, max_points: int = 2000, seed: int = 0, threads: int = 2):
+        env = dict(os.environ)
+        for name in ("DEEPEYES_MAP_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                     "MKL_NUM_THREADS"):  # fmt: skip
+            env[name] = str(int(threads))
         self._process = subprocess.Popen(
             [sys.executable, "-c", _LAUNCH, str(run_dir), str(max_points), str(seed)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             bufsize=1,
+            env=env,
         )
         self._events: queue.Queue = queue.Queue()
         # Read the worker's output continuously so its pipe never fills up and blocks it.
