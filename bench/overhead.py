@@ -12,7 +12,10 @@ memory bandwidth, sibling hyper-threads) is part of the fit time measured. ``fit
 for the last maps: the column "maps after fit" is the time they needed once fit had returned,
 measured in the first repetition (at most ``--maps-timeout`` seconds; a wait cut short is marked
 "capped"); in later repetitions the maps process is stopped when fit returns, so that every fit
-starts on idle cores. ``DeepEyesCallback(maps=False)`` isolates the cost of recording.
+starts on idle cores. At defaults, on a machine without GPU and with fewer than 8 cores, the maps
+wait until fit returns (``maps_during_training=None``); the configuration with
+``maps_during_training=True`` shows what computing them during training costs there.
+``--diagnostic`` adds ``DeepEyesCallback(maps=False)``, the recorder alone.
 
 Besides wall time, the table gives the CPU time of the training process (user + system, all its
 threads; the maps process is a separate process and not included): on a shared virtual machine
@@ -47,8 +50,8 @@ def parse(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=None, help="limit steps per epoch")
     parser.add_argument("--no-tensorboard", action="store_true")
-    parser.add_argument("--no-diagnostic", action="store_true",
-                        help="skip the DeepEyesCallback(maps=False) configuration")
+    parser.add_argument("--diagnostic", action="store_true",
+                        help="add DeepEyesCallback(maps=False): the recorder alone")
     parser.add_argument("--maps-timeout", type=float, default=900.0,
                         help="longest wait for the background maps after a fit; then they are "
                              "stopped and the wait is reported as capped (default 900 s)")
@@ -69,6 +72,10 @@ def configurations(tmp, *, quick, tensorboard, diagnostic):
     shown = "DeepEyesCallback(reservoir_size=256)" if quick else "DeepEyesCallback()"
     configs = {"plain fit": lambda: []}
     configs[shown] = lambda: [DeepEyesCallback(log_dir=tmp, verbose=0, **extra)]
+    during = shown.replace("()", "(maps_during_training=True)").replace(
+        "=256)", "=256, maps_during_training=True)")
+    configs[during] = lambda: [
+        DeepEyesCallback(log_dir=tmp, verbose=0, maps_during_training=True, **extra)]
     if diagnostic:
         configs[shown.replace("()", "(maps=False)").replace("=256)", "=256, maps=False)")] = (
             lambda: [DeepEyesCallback(log_dir=tmp, verbose=0, maps=False, **extra)])
@@ -97,7 +104,7 @@ def bench_model(model_name, args):
     batch = 64
     with tempfile.TemporaryDirectory() as tmp:
         configs = configurations(tmp, quick=args.quick, tensorboard=not args.no_tensorboard,
-                                 diagnostic=not args.no_diagnostic)
+                                 diagnostic=args.diagnostic)
         names = list(configs)
         # Warm-up: TensorFlow's first fit in a process pays one-off start-up costs.
         warm = _common.build_model(model_name, seed=99)

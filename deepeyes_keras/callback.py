@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import time
@@ -35,6 +36,12 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def maps_during_training_default() -> bool:
+    """True when training has an accelerator or at least 8 CPU cores to share with the maps."""
+    accelerators = tf.config.list_physical_devices("GPU") + tf.config.list_physical_devices("TPU")
+    return bool(accelerators) or (os.cpu_count() or 1) >= 8
+
+
 class DeepEyesCallback(keras.callbacks.Callback):
     """Samples receptive fields during ``fit`` and writes DeepEyes snapshots.
 
@@ -64,6 +71,13 @@ class DeepEyesCallback(keras.callbacks.Callback):
             process. ``fit`` does not wait for the last ones: ``wait_for_maps()`` does, and so
             does the interpreter at exit. With False, compute them later with
             ``deepeyes maps RUN``.
+        maps_during_training: compute the maps while training runs (True), or only once ``fit``
+            returns (False: during training the background process then writes only the cheap
+            run-wide views, curves and perplexity histograms). None (default) decides by the
+            machine: during training when TensorFlow sees a GPU or TPU, or the machine has at
+            least 8 CPU cores; otherwise after fit, because on a few CPU cores a concurrent
+            t-SNE slows training by 30-70% even at idle priority (shared caches and memory
+            bandwidth; see the benchmarks page).
         jit_compile: compile the measurement with XLA (the train step itself is left as Keras
             compiles it).
         verbose: 0 silent, 1 a line when recording starts and ends.
@@ -88,6 +102,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
         probe_data=None,
         seed=0,
         maps=True,
+        maps_during_training=None,
         jit_compile=False,
         verbose=1,
     ):
@@ -153,7 +168,13 @@ class DeepEyesCallback(keras.callbacks.Callback):
             raise ValueError(
                 f"Invalid value for argument maps. Received: maps={maps!r}. Expected True or False."
             )
+        if maps_during_training is not None and not isinstance(maps_during_training, bool):
+            raise ValueError(
+                "Invalid value for argument maps_during_training. Received: "
+                f"maps_during_training={maps_during_training!r}. Expected True, False or None."
+            )
         self.maps = maps
+        self.maps_during_training = maps_during_training
         self.jit_compile = jit_compile
         self.verbose = verbose
         self._reset()
@@ -255,7 +276,8 @@ class DeepEyesCallback(keras.callbacks.Callback):
             if step > self._last_snapshot_step:
                 self._snapshot(step)
         if self._map_worker is not None:
-            # The last maps are finished in the background: fit() returns now.
+            # The last maps (or, when deferred, all of them) are computed in the background:
+            # fit() returns now.
             self._map_worker.finish()
             if self.verbose:
                 print(
@@ -268,6 +290,12 @@ class DeepEyesCallback(keras.callbacks.Callback):
                 n = len(self._writer.manifest["snapshots"])
                 print(f"DeepEyes: {n} snapshots in {self._writer.run_dir}")
         self._uninstall(model)
+
+    def _maps_now(self) -> bool:
+        """Whether maps are computed while training runs (see ``maps_during_training``)."""
+        if self.maps_during_training is None:
+            self.maps_during_training = maps_during_training_default()
+        return self.maps_during_training
 
     def wait_for_maps(self, verbose: bool | None = None) -> None:
         """Blocks until every snapshot's maps are written (they are computed in the background)."""
@@ -387,7 +415,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
                 from deepeyes_keras.maps import MapWorker
 
                 self._map_worker = MapWorker(self._writer.run_dir, seed=self.seed)
-            self._map_worker.notify()
+            self._map_worker.notify(views_only=not self._maps_now())
         self.last_blocking_seconds = time.perf_counter() - began
         self._last_snapshot_step = step
 

@@ -159,6 +159,9 @@ def _worker_main(run_dir: str, max_points: int, seed: int) -> None:
     for line in sys.stdin:
         message = line.strip()
         try:
+            if message == "views":  # maps deferred until training ends: the cheap views only
+                write_views(run_dir, cache=cache)
+                continue
             compute_missing_maps(
                 run_dir,
                 max_points=max_points,
@@ -239,10 +242,14 @@ class MapWorker:
         except (BrokenPipeError, OSError, ValueError):
             self.accepting = False
 
-    def notify(self) -> None:
-        """Tells the worker a snapshot landed (cheap; never blocks training)."""
+    def notify(self, *, views_only: bool = False) -> None:
+        """Tells the worker a snapshot landed (cheap; never blocks training).
+
+        With ``views_only`` it writes only the run-wide views (curves, histograms) for now; the
+        maps of every snapshot so far follow at the next plain notice or at :meth:`finish`.
+        """
         if self.accepting:
-            self._send("snapshot")
+            self._send("views" if views_only else "snapshot")
 
     def finish(self) -> None:
         """Lets the worker catch up with the last snapshots, then stop; does not wait."""

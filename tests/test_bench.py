@@ -71,3 +71,11 @@ def test_run_size_quick():
 def test_viewer_quick():
     out = run_script("viewer.py")
     assert "`mkdocs build`" in out and "heatmap click" in out
+
+
+@pytest.mark.slow
+@needs_mnist
+def test_profile_fit_quick():
+    out = run_script("profile_fit.py")
+    assert "measurement: first call (traces the tf.function)" in out
+    assert "n/a" not in out  # every timer found the internal it wraps

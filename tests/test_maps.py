@@ -16,7 +16,7 @@ from deepeyes_keras.maps import MapWorker, compute_missing_maps, layer_maps, map
 pytestmark = pytest.mark.slow
 
 
-def tiny_run(tmp_path, maps):
+def tiny_run(tmp_path, maps, **options):
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 96)
     # Three image templates plus noise: the receptive fields form clusters worth embedding.
@@ -32,7 +32,8 @@ def tiny_run(tmp_path, maps):
     )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     cb = DeepEyesCallback(
-        log_dir=tmp_path, run_name="r", snapshot_every=4, maps=maps, reservoir_size=300, verbose=0
+        log_dir=tmp_path, run_name="r", snapshot_every=4, maps=maps, reservoir_size=300, verbose=0,
+        **options,
     )
     model.fit(
         x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb]
@@ -41,8 +42,9 @@ def tiny_run(tmp_path, maps):
     return cb.run_dir
 
 
-def test_every_snapshot_has_maps_when_fit_returns(tmp_path):
-    run = load_run(tiny_run(tmp_path, maps=True))
+@pytest.mark.parametrize("during", [True, False, None])
+def test_every_snapshot_has_maps_when_fit_returns(tmp_path, during):
+    run = load_run(tiny_run(tmp_path, maps=True, maps_during_training=during))
     assert [s.step for s in run.snapshots] == [4, 8, 12]
     for snap in run.snapshots:
         for name, layer in snap.layers.items():
@@ -153,3 +155,33 @@ def test_background_worker_runs_every_thread_at_idle_priority(tmp_path):
     finally:
         worker.finish()
         worker.wait(verbose=False)
+
+
+def test_views_only_notices_defer_the_maps_until_the_last_notice(tmp_path):
+    run_dir = tiny_run(tmp_path, maps=False)
+    worker = MapWorker(run_dir)
+    try:
+        worker.notify(views_only=True)
+        overview = run_dir / "views" / "overview.vl.json"
+        deadline = time.monotonic() + 300
+        while not overview.is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert overview.is_file() and (run_dir / "views" / "histograms.vl.json").is_file()
+        assert not list(run_dir.glob("maps/*/*.npz"))  # deferred: no t-SNE yet
+    finally:
+        worker.finish()  # the last notice: every snapshot's maps, then stop
+        worker.wait(verbose=False)
+    assert worker.errors == []
+    run = load_run(run_dir)
+    assert all(layer.maps is not None for s in run.snapshots for layer in s.layers.values())
+
+
+def test_maps_during_training_default_follows_the_machine():
+    import tensorflow as tf
+
+    from deepeyes_keras.callback import maps_during_training_default
+
+    has_accelerator = bool(tf.config.list_physical_devices("GPU"))
+    assert maps_during_training_default() == (has_accelerator or os.cpu_count() >= 8)
+    with pytest.raises(ValueError, match="maps_during_training"):
+        DeepEyesCallback(maps_during_training="yes")
