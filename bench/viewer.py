@@ -244,7 +244,8 @@ def first_chart_seconds(browser, site, origin, rel, repeats) -> list[float]:
 
 def click_seconds(browser, site, origin, rel, clicks) -> list[float]:
     context, page, _ = open_page(browser, origin + rel, site=site, origin=origin)
-    page.eval_on_selector(f"#{LAYER_CHART}", "e => e.scrollIntoView()")
+    # Centre the heatmap in the viewport: at the top it can sit under the theme's fixed header.
+    page.eval_on_selector(f"#{LAYER_CHART}", "e => e.scrollIntoView({block: 'center'})")
     times = []
     for filter_id in page.evaluate(BUSIEST_FILTERS, [HEATMAP_MARK, clicks]):
         for attempt in (1, 2):  # a click the chart missed (e.g. mid-relayout) is tried once more
@@ -304,8 +305,14 @@ def main(argv=None):
                 first_overview = first_chart_seconds(browser, site, origin, overview_page,
                                                      repeats)
                 first_layer = first_chart_seconds(browser, site, origin, heaviest_layer, repeats)
-                clicks = click_seconds(browser, site, origin, heaviest_layer,
-                                       3 if args.quick else 10)
+                try:
+                    clicks = click_seconds(browser, site, origin, heaviest_layer,
+                                           3 if args.quick else 10)
+                    click_error = None
+                except RuntimeError as err:  # keep the other measurements; say why it is missing
+                    if args.quick:
+                        raise
+                    clicks, click_error = [], str(err)
                 browser.close()
         finally:
             server.shutdown()
@@ -334,7 +341,8 @@ def main(argv=None):
          f"within {TARGET_FIRST_CHART_S:.0f} s",
          "met" if med(first_layer) <= TARGET_FIRST_CHART_S else "missed"],
         [f"heatmap click to input map recoloured, median (min-max) of {len(clicks)}",
-         _common.spread(clicks, "{:.3f}") + " s", "-", "-"],
+         (_common.spread(clicks, "{:.3f}") + " s") if clicks else
+         f"not measured: {click_error}", "-", "-"],
     ]
     print(_common.table(["measure", "value", "target", "met?"], rows))
     print("\nBytes loaded per generated page:\n")
