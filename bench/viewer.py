@@ -21,6 +21,7 @@ Then:
 
     python bench/viewer.py            # the 50 x 4 run (about 15 min here, mostly its maps)
     python bench/viewer.py --quick    # 3 snapshots, small reservoir: for CI
+    python bench/viewer.py --run case_studies/mnist_lenet/runs/lenet-seed0   # an existing run
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ def parse(argv=None):
     parser.add_argument("--quick", action="store_true", help="3 snapshots, small reservoir: CI")
     parser.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
     parser.add_argument("--json", help="also write the raw results here")
+    parser.add_argument("--run", help="measure the site of this existing run directory instead "
+                                      "of recording one (e.g. a case study's run)")
     return parser.parse_args(argv)
 
 
@@ -280,8 +283,13 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         began = time.perf_counter()
-        run_dir = record_run(args, tmp / "runs")
-        _common.log(f"run recorded with its maps and views in {time.perf_counter() - began:.0f} s")
+        if args.run:
+            run_dir = tmp / "runs" / Path(args.run).name
+            shutil.copytree(args.run, run_dir)
+        else:
+            run_dir = record_run(args, tmp / "runs")
+            _common.log(f"run recorded with its maps and views in "
+                        f"{time.perf_counter() - began:.0f} s")
         from deepeyes_keras import load_run
 
         run = load_run(run_dir)
@@ -319,7 +327,8 @@ def main(argv=None):
             server.server_close()
 
     n_layers = len(run.layer_names)
-    print(f"\nRun: MNIST LeNet, {len(run.snapshots)} snapshots x {n_layers} layers "
+    given = f"`{args.run}`, " if args.run else ""
+    print(f"\nRun: {given}MNIST LeNet, {len(run.snapshots)} snapshots x {n_layers} layers "
           f"({run_bytes / 1e6:.1f} MB on disk). Site: `mkdocs build` of a site holding only this "
           f"run; {len(pages)} generated pages; headless Chromium, cold cache per load.\n")
     med = statistics.median
