@@ -92,6 +92,15 @@ def rss_mb(pid: int | None = None) -> float:
     return psutil.Process(pid).memory_info().rss / 1e6
 
 
+def add_fit_arguments(parser, *, repeats: int) -> None:
+    """The options shared by the scripts that time whole fits of the benchmark models."""
+    parser.add_argument("--model", choices=[*MODELS, "all"], default="lenet")
+    parser.add_argument("--mnist", default=DEFAULT_MNIST)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--steps", type=int, default=None, help="limit steps per epoch")
+
+
 def cpu_seconds() -> float:
     """User + system CPU time of this process so far, all threads (not its child processes)."""
     import resource

@@ -35,11 +35,7 @@ _common.quiet_tensorflow()
 
 def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=[*_common.MODELS, "all"], default="lenet")
-    parser.add_argument("--mnist", default=_common.DEFAULT_MNIST)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=None, help="limit steps per epoch")
+    _common.add_fit_arguments(parser, repeats=3)
     parser.add_argument("--quick", action="store_true", help="30 steps, 1 pair: for CI")
     return parser.parse_args(argv)
 
