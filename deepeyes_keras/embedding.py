@@ -78,8 +78,8 @@ def input_map(
     """2-D t-SNE of neuronal receptive-field descriptors (the input map).
 
     ``early_iter`` (250) iterations of early exaggeration (factor 12), then ``n_iter`` normal
-    ones (the same total with either backend). Perplexity is clamped to ``min(perplexity, (n - 1) / 3)`` so that
-    ``3 * perplexity`` neighbours exist (openTSNE's rule; it also meets scikit-learn's
+    ones (the same total with either backend). Perplexity is clamped to
+    ``min(perplexity, (n - 1) / 3)`` so that ``3 * perplexity`` neighbours exist (openTSNE's rule; it also meets scikit-learn's
     ``perplexity < n``). NaN and +-inf in descriptors are replaced by 0; duplicate rows are fine.
     Fewer than 4 points, or all descriptors identical, leave nothing to embed: the layout is
     ``init`` when given, else the exact PCA coordinates (< 4 points) or zeros (identical ones).
@@ -98,8 +98,8 @@ def input_map(
         early_iter: Iterations of early exaggeration (fewer suffice when ``init`` is a previous
             layout, which already separates the clusters).
         method: ``"opentsne"`` (FFT interpolation from 10,000 points, Barnes-Hut below, 2.4x
-            faster at 2,000), ``"sklearn"`` (``sklearn.manifold.TSNE``, Barnes-Hut) or ``"auto"``: openTSNE when
-            importable, else scikit-learn.
+            faster at 2,000), ``"sklearn"`` (``sklearn.manifold.TSNE``, Barnes-Hut) or
+            ``"auto"``: openTSNE when importable, else scikit-learn.
         progress: Optional ``callable(fraction, message)``, called about a dozen times as
             ``fraction`` rises to 1.0 (scikit-learn has no hook mid-run: start and end only).
 
