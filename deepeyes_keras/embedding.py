@@ -79,8 +79,9 @@ def input_map(
 
     ``early_iter`` (250) iterations of early exaggeration (factor 12), then ``n_iter`` normal
     ones (the same total with either backend). Perplexity is clamped to
-    ``min(perplexity, (n - 1) / 3)`` so that ``3 * perplexity`` neighbours exist (openTSNE's rule; it also meets scikit-learn's
-    ``perplexity < n``). NaN and +-inf in descriptors are replaced by 0; duplicate rows are fine.
+    ``min(perplexity, (n - 1) / 3)`` so that ``3 * perplexity`` neighbours exist (openTSNE's
+    rule; it also meets scikit-learn's ``perplexity < n``). NaN and +-inf in descriptors are
+    replaced by 0; duplicate rows are fine.
     Fewer than 4 points, or all descriptors identical, leave nothing to embed: the layout is
     ``init`` when given, else the exact PCA coordinates (< 4 points) or zeros (identical ones).
 
