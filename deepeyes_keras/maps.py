@@ -5,9 +5,11 @@ The worker also writes each snapshot's chart specs once its maps exist (``views.
 The maps are a stage of their own: they read a run directory and write
 ``maps/L<i>/step-NNNNNNNN.npz`` beside the snapshots, atomically. :func:`compute_missing_maps` does
 the work for whatever snapshots lack maps, in step order, so it is idempotent and can be re-run
-(``deepeyes maps RUN``). During training, :class:`MapWorker` runs it in a separate, low-priority
-process (no TensorFlow, no shared interpreter lock with training) each time a snapshot lands, and
-when training ends the callback waits for it, showing progress, so every snapshot gets its maps.
+(``deepeyes maps RUN``). :class:`MapWorker` runs it in a separate process at idle priority (no
+TensorFlow, no shared interpreter lock with training): each time a snapshot lands when the maps
+are computed during training, otherwise (``maps_during_training``) once fit returns, writing only
+the run-wide views meanwhile. ``wait_for_maps()`` and the interpreter's exit wait for it, so every
+snapshot gets its maps.
 
 Layouts stay comparable from one snapshot to the next: the input map of a snapshot starts from the
 previous snapshot's layout of the same layer (instances still in the reservoir keep their place,
