@@ -162,11 +162,11 @@ def test_views_only_notices_defer_the_maps_until_the_last_notice(tmp_path):
     worker = MapWorker(run_dir)
     try:
         worker.notify(views_only=True)
-        overview = run_dir / "views" / "overview.vl.json"
-        deadline = time.monotonic() + 300
-        while not overview.is_file() and time.monotonic() < deadline:
+        views = [run_dir / "views" / f"{name}.vl.json" for name in ("overview", "histograms")]
+        deadline = time.monotonic() + 300  # written one after the other: wait for both
+        while not all(v.is_file() for v in views) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert overview.is_file() and (run_dir / "views" / "histograms.vl.json").is_file()
+        assert all(v.is_file() for v in views)
         assert not list(run_dir.glob("maps/*/*.npz"))  # deferred: no t-SNE yet
     finally:
         worker.finish()  # the last notice: every snapshot's maps, then stop
