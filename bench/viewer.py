@@ -103,10 +103,22 @@ MARK_POSITION = f"""([name, filter]) => {{
     for (const group of mark.items)
       for (const child of group.items || []) walk(child, ox + (group.x || 0), oy + (group.y || 0));
   }})(view.scenegraph().root, 0, 0);
-  const origin = view.origin();
+  // The canvas holds the view's padding, then its origin, then the nested groups' offsets.
+  const origin = view.origin(), pad = view.padding();
   const box = view.container().querySelector("canvas").getBoundingClientRect();
-  return [box.left + origin[0] + hit[0], box.top + origin[1] + hit[1]];
+  return [box.left + pad.left + origin[0] + hit[0], box.top + pad.top + origin[1] + hit[1]];
 }}"""
+# True once the page has kept the same scroll position for 5 animation frames.
+SCROLL_SETTLED = """() => new Promise(done => {
+  let last = null, same = 0;
+  const frame = () => {
+    const now = window.scrollY;
+    same = now === last ? same + 1 : 0;
+    last = now;
+    if (same >= 5) done(true); else requestAnimationFrame(frame);
+  };
+  requestAnimationFrame(frame);
+})"""
 # The filters that fire most often (their overlays differ from one another; dead ones look alike).
 BUSIEST_FILTERS = f"""([name, k]) => {{
   const view = window.deepeyes.views["{LAYER_CHART}"];
@@ -247,27 +259,38 @@ def first_chart_seconds(browser, site, origin, rel, repeats) -> list[float]:
 
 def click_seconds(browser, site, origin, rel, clicks) -> list[float]:
     context, page, _ = open_page(browser, origin + rel, site=site, origin=origin)
-    # Centre the heatmap in the viewport: at the top it can sit under the theme's fixed header.
-    page.eval_on_selector(f"#{LAYER_CHART}", "e => e.scrollIntoView({block: 'center'})")
+    # Bring the heatmap into view at once: the theme scrolls smoothly, and a click aimed while the
+    # page still moves lands on another cell (or between cells) than the one it was aimed at.
+    page.eval_on_selector(f"#{LAYER_CHART}",
+                          "e => e.scrollIntoView({block: 'center', behavior: 'instant'})")
+    page.wait_for_function(SCROLL_SETTLED, timeout=15_000)
     times = []
     for filter_id in page.evaluate(BUSIEST_FILTERS, [HEATMAP_MARK, clicks]):
-        for attempt in (1, 2):  # a click the chart missed (e.g. mid-relayout) is tried once more
-            page.evaluate(ARM_CLICK)
-            x, y = page.evaluate(MARK_POSITION, [HEATMAP_MARK, filter_id])
-            page.mouse.click(x, y)
-            try:
-                page.wait_for_function("() => window.__clickDone !== undefined", timeout=15_000)
-                break
-            except Exception as err:  # playwright's TimeoutError
-                if attempt == 2:
-                    state = page.evaluate(f"() => JSON.stringify(window.deepeyes.views["
-                                          f"'{LAYER_CHART}'].signal('filter'))")
-                    raise RuntimeError(f"{rel}: clicking filter {filter_id} at ({x:.0f}, {y:.0f})"
-                                       f" did not change the input map (filter signal {state})"
-                                       ) from err
+        page.mouse.move(1, 1)  # off the chart: no tooltip left over from the previous click
+        page.evaluate(ARM_CLICK)
+        x, y = page.evaluate(MARK_POSITION, [HEATMAP_MARK, filter_id])
+        under = page.evaluate("([x, y]) => document.elementFromPoint(x, y)?.tagName", [x, y])
+        if under != "CANVAS":
+            raise RuntimeError(f"{rel}: filter {filter_id}'s cell at ({x:.0f}, {y:.0f}) is "
+                               f"covered by {under}, not the chart's canvas")
+        page.mouse.click(x, y)
+        try:
+            page.wait_for_function("() => window.__clickDone !== undefined", timeout=15_000)
+        except Exception as err:  # playwright's TimeoutError
+            raise RuntimeError(f"{rel}: clicking filter {filter_id} at ({x:.0f}, {y:.0f}) did "
+                               f"not change the input map ({selected(page)})") from err
+        # The overlay changed; it must be because this filter, and no other, was selected.
+        if f'"filter":[{filter_id}]' not in selected(page):
+            raise RuntimeError(f"{rel}: clicking filter {filter_id} at ({x:.0f}, {y:.0f}) "
+                               f"selected another ({selected(page)})")
         times.append(page.evaluate("() => window.__clickDone") / 1000)
     context.close()
     return times
+
+
+def selected(page) -> str:
+    return "filter signal " + page.evaluate(
+        f"() => JSON.stringify(window.deepeyes.views['{LAYER_CHART}'].signal('filter'))")
 
 
 def main(argv=None):

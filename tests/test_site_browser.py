@@ -256,7 +256,10 @@ def test_step_in_the_url_picks_the_snapshot(watched):
 
 def _click_mark(watched, mark: str, index: int) -> int:
     """Clicks item `index` of the named mark on the canvas; returns its datum's filter."""
-    watched.page.eval_on_selector(f"#{LAYER_CHART}", "e => e.scrollIntoView()")
+    # Instant: the mkdocs theme scrolls smoothly, and a click aimed mid-scroll lands elsewhere.
+    watched.page.eval_on_selector(
+        f"#{LAYER_CHART}", "e => e.scrollIntoView({behavior: 'instant'})"
+    )
     x, y, datum = watched.page.evaluate(
         f"""() => {{
         const view = window.deepeyes.views["{LAYER_CHART}"];
@@ -276,9 +279,11 @@ def _click_mark(watched, mark: str, index: int) -> int:
                 }}
             }}
         }})(view.scenegraph().root, 0, 0);
-        const origin = view.origin();
+        // Canvas corner, then the view's padding, its origin and the groups' offsets.
+        const origin = view.origin(), pad = view.padding();
         const box = view.container().querySelector("canvas").getBoundingClientRect();
-        return [box.left + origin[0] + hit[0], box.top + origin[1] + hit[1], hit[2]];
+        return [box.left + pad.left + origin[0] + hit[0], box.top + pad.top + origin[1] + hit[1],
+                hit[2]];
     }}"""
     )
     watched.page.mouse.click(x, y)
