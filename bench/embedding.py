@@ -14,6 +14,15 @@ case that passes ``--timeout`` is reported as such.
     python bench/embedding.py --quick      # 1k points and 50 filters, fewer iterations: for CI
     python bench/embedding.py --jobs 1     # the same with one thread (see the results page)
     python bench/embedding.py --only input:10000,filter:500   # some cases only
+    python bench/embedding.py --trace 10000   # where one input map's time goes, 50 iterations
+                                              # at a time (see below)
+
+``--trace N`` runs one N-point input map with the same settings as ``input_map`` (exact
+neighbours up to 10,000 points, FFT gradient from 10,000, 250 early-exaggeration + 500
+iterations, momentum 0.8) and prints, every 50 iterations, the time those iterations took, the
+embedding's extent (openTSNE's FFT grid has about one interval per unit of extent and dimension),
+the KL divergence and the share of each point's 10 nearest neighbours kept in 2-D (computed off
+the clock). It is what explains the 10,000-point time on the results page.
 """
 
 from __future__ import annotations
@@ -47,6 +56,8 @@ def parse(argv=None):
                         help="iterations after early exaggeration for 100k points (default 500, "
                              "the function's default)")
     parser.add_argument("--only", help="comma-separated cases, e.g. input:10000,filter:500")
+    parser.add_argument("--trace", type=int, metavar="N",
+                        help="trace one N-point input map, 50 iterations at a time")
     parser.add_argument("--case", nargs=3, metavar=("KIND", "N", "ITER"), help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write the raw results here")
     return parser.parse_args(argv)
@@ -77,6 +88,53 @@ def similarities(n_filters: int, seed: int = 0, labels: int = 10):
     np.fill_diagonal(phi, 1.0)
     label_activation = rng.gamma(0.5, size=(n_filters, labels))
     return phi, label_activation
+
+
+def trace(n: int, *, early: int = 250, main: int = 500, every: int = 50) -> list[list[str]]:
+    """Per-`every`-iteration cost, extent and quality of one input map (see the module doc)."""
+    import numpy as np
+    from openTSNE import TSNEEmbedding, affinity
+    from sklearn.neighbors import NearestNeighbors
+
+    from deepeyes_keras import embedding
+
+    x = clustered(n)
+    k = min(10, n - 1)
+    high = NearestNeighbors(n_neighbors=k + 1).fit(x).kneighbors(x, return_distance=False)[:, 1:]
+
+    def kept(y) -> float:  # share of the 10 nearest neighbours in 50-D that stay nearest in 2-D
+        low = NearestNeighbors(n_neighbors=k + 1).fit(y).kneighbors(y, return_distance=False)
+        return float(np.mean([np.intersect1d(a, b).size / k for a, b in zip(high, low[:, 1:])]))
+
+    perplexity = min(30.0, (n - 1) / 3.0)
+    jobs = dict(n_jobs=embedding._N_JOBS, random_state=0)
+    neighbours = "exact" if n <= embedding._EXACT_NEIGHBOURS_MAX else "annoy"
+    gradient = "fft" if n >= embedding._FFT_FROM else "bh"
+    began = time.perf_counter()
+    aff = affinity.PerplexityBasedNN(x, perplexity, metric="euclidean", method=neighbours, **jobs)
+    rows = [["affinities (neighbours, perplexity)", "-", f"{time.perf_counter() - began:.2f}",
+             "-", "-", "-", "-"]]
+    y0 = embedding._small_init(embedding._pca_coords(x, 0), 0)
+    emb = TSNEEmbedding(y0, aff, negative_gradient_method=gradient, **jobs)
+    clock = {"mark": 0.0, "done": 0}
+
+    for phase, iters, factor in (("early exaggeration", early, embedding._EARLY_FACTOR),
+                                 ("normal", main, 1.0)):
+
+        def tick(iteration, error, current, phase=phase):
+            seconds = time.perf_counter() - clock["mark"]
+            steps = iteration - clock["done"]
+            extent = float(np.ptp(np.asarray(current), axis=0).max())
+            rows.append([f"{phase}, iterations {clock['done'] + 1}-{iteration}", str(steps),
+                         f"{seconds:.2f}", f"{1000 * seconds / steps:.1f}", f"{extent:.3g}",
+                         f"{error:.3f}", f"{kept(np.asarray(current)):.3f}"])
+            clock["done"] = iteration
+            clock["mark"] = time.perf_counter()  # the quality check above stays off the clock
+
+        clock.update(mark=time.perf_counter(), done=0)
+        emb = emb.optimize(iters, exaggeration=factor, momentum=0.8, callbacks=tick,
+                           callbacks_every_iters=every, inplace=True)
+    return rows
 
 
 def run_case(kind: str, n: int, n_iter: int, jobs: int | None) -> dict:
@@ -149,6 +207,20 @@ def main(argv=None):
     if args.case:
         kind, n, n_iter = args.case
         print(json.dumps(run_case(kind, int(n), int(n_iter), args.jobs)))
+        return
+    if args.trace:
+        print(_common.machine_line(tensorflow=False))
+        from deepeyes_keras import embedding
+
+        if args.jobs is not None:
+            embedding._N_JOBS = args.jobs
+        rows = trace(args.trace, **({"early": 20, "main": 20, "every": 10} if args.quick else {}))
+        print(f"\nInput map of {args.trace:,} clustered points x {DIMENSIONS} dims, openTSNE "
+              f"with {embedding._N_JOBS} thread(s); extent: the larger side of the layout.\n")
+        print(_common.table(["phase", "iterations", "seconds", "ms per iteration", "extent",
+                             "KL divergence", "10-NN kept"], rows))
+        total = sum(float(r[2]) for r in rows)
+        print(f"\nTotal {total:.1f} s (the quality checks excluded).")
         return
     if args.quick:
         cases = [("input", 1_000, 100), ("filter", 50, 250)]

@@ -52,6 +52,13 @@ def test_embedding_quick():
 
 
 @pytest.mark.slow
+def test_embedding_trace_quick():
+    out = run_script("embedding.py", "--trace", "300")
+    assert "| affinities" in out and "| normal, iterations 11-20 | 10 |" in out
+    assert "10-NN kept" in out and "Total " in out
+
+
+@pytest.mark.slow
 @needs_mnist
 def test_memory_quick():
     out = run_script("memory.py")
