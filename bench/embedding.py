@@ -104,7 +104,8 @@ def trace(n: int, *, early: int = 250, main: int = 500, every: int = 50) -> list
 
     def kept(y) -> float:  # share of the 10 nearest neighbours in 50-D that stay nearest in 2-D
         low = NearestNeighbors(n_neighbors=k + 1).fit(y).kneighbors(y, return_distance=False)
-        return float(np.mean([np.intersect1d(a, b).size / k for a, b in zip(high, low[:, 1:])]))
+        same = (low[:, 1:, None] == high[:, None, :]).any(axis=2)
+        return float(same.mean())
 
     perplexity = min(30.0, (n - 1) / 3.0)
     jobs = dict(n_jobs=embedding._N_JOBS, random_state=0)
