@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +76,7 @@ class LayerSnapshot:
 
     def __getattr__(self, field):
         if field in ARRAY_FIELDS:
-            return self._snapshot._arrays[f"{self.key}.{field}"]
+            return self._snapshot._array(f"{self.key}.{field}")
         raise AttributeError(field)
 
     @property
@@ -111,15 +110,23 @@ class Snapshot:
         self.epoch = record.get("epoch")
         self.time = record.get("time")
         self.metrics = record.get("metrics", {})
+        self._loaded: dict[str, np.ndarray] = {}
         self.layers = {
             info["name"]: LayerSnapshot(self, info, record["layers"].get(info["name"], {}))
             for info in run.manifest["analysed_layers"]
         }
 
-    @cached_property
-    def _arrays(self) -> dict[str, np.ndarray]:
-        with np.load(self._run.path / self.record["arrays"]) as data:
-            return {k: data[k] for k in data.files}
+    def _array(self, name: str) -> np.ndarray:
+        """One array of this snapshot, read on first use and kept.
+
+        Only the arrays asked for are read: a reader that wants the perplexity histograms of every
+        snapshot (the run-wide views) does not hold every co-activation matrix as well (fc1's alone
+        is 1 MB per snapshot).
+        """
+        if name not in self._loaded:
+            with np.load(self._run.path / self.record["arrays"]) as data:
+                self._loaded[name] = data[name]
+        return self._loaded[name]
 
     def __repr__(self) -> str:
         return f"Snapshot(step={self.step})"

@@ -123,6 +123,25 @@ def test_exact_files_and_reader_on_sequential_without_input(tmp_path):
     assert len(run.metrics()["loss"]) == 6
 
 
+def test_reader_loads_only_the_arrays_asked_for(tmp_path):
+    # The run-wide views read the histograms of every snapshot; holding every co-activation
+    # matrix too made the maps worker's memory grow with the run.
+    x, y = images(32)
+    cb = callback(tmp_path, snapshot_every=2, sample_every=1, images_per_step=4)
+    small_cnn().fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])
+    run = load_run(cb.run_dir)
+    for snap in run.snapshots:
+        histogram = snap.layers["conv"].perplexity_histogram
+        with np.load(run.path / snap.record["arrays"]) as data:
+            stored = {k: data[k] for k in data.files}
+            np.testing.assert_array_equal(histogram, stored["L0.perplexity_histogram"])
+        assert "L0.jaccard" in stored
+        assert list(snap._loaded) == ["L0.perplexity_histogram"]
+        assert snap.layers["conv"].perplexity_histogram is histogram  # read once, then kept
+    with pytest.raises(KeyError):
+        run.snapshots[0]._array("L0.no_such_field")
+
+
 def test_statistics_agree_with_numpy_on_every_kept_instance(tmp_path):
     # With a learning rate of 0 the weights never change and the reservoir keeps every instance,
     # so everything the callback recorded can be recomputed from the stored samples.
