@@ -17,9 +17,9 @@ case that passes ``--timeout`` is reported as such.
     python bench/embedding.py --trace 10000   # where one input map's time goes, 50 iterations
                                               # at a time (see below)
 
-``--trace N`` runs one N-point input map with the same settings as ``input_map`` (exact
+``--trace N`` runs one N-point input map through ``input_map``'s own set-up and phases (exact
 neighbours up to 10,000 points, FFT gradient from 10,000, 250 early-exaggeration + 500
-iterations, momentum 0.8) and prints, every 50 iterations, the time those iterations took, the
+iterations) and prints, every 50 iterations, the time those iterations took, the
 embedding's extent (openTSNE's FFT grid has about one interval per unit of extent and dimension),
 the KL divergence and the share of each point's 10 nearest neighbours kept in 2-D (computed off
 the clock). It is what explains the 10,000-point time on the results page.
@@ -93,7 +93,6 @@ def similarities(n_filters: int, seed: int = 0, labels: int = 10):
 def trace(n: int, *, early: int = 250, main: int = 500, every: int = 50) -> list[list[str]]:
     """Per-`every`-iteration cost, extent and quality of one input map (see the module doc)."""
     import numpy as np
-    from openTSNE import TSNEEmbedding, affinity
     from sklearn.neighbors import NearestNeighbors
 
     from deepeyes_keras import embedding
@@ -107,20 +106,16 @@ def trace(n: int, *, early: int = 250, main: int = 500, every: int = 50) -> list
         same = (low[:, 1:, None] == high[:, None, :]).any(axis=2)
         return float(same.mean())
 
-    perplexity = min(30.0, (n - 1) / 3.0)
-    jobs = dict(n_jobs=embedding._N_JOBS, random_state=0)
-    neighbours = "exact" if n <= embedding._EXACT_NEIGHBOURS_MAX else "annoy"
-    gradient = "fft" if n >= embedding._FFT_FROM else "bh"
+    perplexity = min(30.0, (n - 1) / 3.0)  # input_map's default, clamped as it clamps it
+    y0 = embedding._small_init(embedding._pca_coords(x, 0), 0)
     began = time.perf_counter()
-    aff = affinity.PerplexityBasedNN(x, perplexity, metric="euclidean", method=neighbours, **jobs)
+    emb = embedding._tsne_embedding(x, "euclidean", perplexity, y0, 0)
     rows = [["affinities (neighbours, perplexity)", "-", f"{time.perf_counter() - began:.2f}",
              "-", "-", "-", "-"]]
-    y0 = embedding._small_init(embedding._pca_coords(x, 0), 0)
-    emb = TSNEEmbedding(y0, aff, negative_gradient_method=gradient, **jobs)
     clock = {"mark": 0.0, "done": 0}
 
-    for phase, iters, factor in (("early exaggeration", early, embedding._EARLY_FACTOR),
-                                 ("normal", main, 1.0)):
+    for phase, (iters, factor, momentum) in zip(("early exaggeration", "normal"),
+                                                embedding._input_phases(early, main), strict=True):
 
         def tick(iteration, error, current, phase=phase):
             seconds = time.perf_counter() - clock["mark"]
@@ -133,7 +128,7 @@ def trace(n: int, *, early: int = 250, main: int = 500, every: int = 50) -> list
             clock["mark"] = time.perf_counter()  # the quality check above stays off the clock
 
         clock.update(mark=time.perf_counter(), done=0)
-        emb = emb.optimize(iters, exaggeration=factor, momentum=0.8, callbacks=tick,
+        emb = emb.optimize(iters, exaggeration=factor, momentum=momentum, callbacks=tick,
                            callbacks_every_iters=every, inplace=True)
     return rows
 

@@ -108,17 +108,6 @@ MARK_POSITION = f"""([name, filter]) => {{
   const box = view.container().querySelector("canvas").getBoundingClientRect();
   return [box.left + pad.left + origin[0] + hit[0], box.top + pad.top + origin[1] + hit[1]];
 }}"""
-# True once the page has kept the same scroll position for 5 animation frames.
-SCROLL_SETTLED = """() => new Promise(done => {
-  let last = null, same = 0;
-  const frame = () => {
-    const now = window.scrollY;
-    same = now === last ? same + 1 : 0;
-    last = now;
-    if (same >= 5) done(true); else requestAnimationFrame(frame);
-  };
-  requestAnimationFrame(frame);
-})"""
 # The filters that fire most often (their overlays differ from one another; dead ones look alike).
 BUSIEST_FILTERS = f"""([name, k]) => {{
   const view = window.deepeyes.views["{LAYER_CHART}"];
@@ -263,7 +252,6 @@ def click_seconds(browser, site, origin, rel, clicks) -> list[float]:
     # page still moves lands on another cell (or between cells) than the one it was aimed at.
     page.eval_on_selector(f"#{LAYER_CHART}",
                           "e => e.scrollIntoView({block: 'center', behavior: 'instant'})")
-    page.wait_for_function(SCROLL_SETTLED, timeout=15_000)
     times = []
     for filter_id in page.evaluate(BUSIEST_FILTERS, [HEATMAP_MARK, clicks]):
         page.mouse.move(1, 1)  # off the chart: no tooltip left over from the previous click

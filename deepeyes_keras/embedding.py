@@ -143,9 +143,7 @@ def input_map(
     used = min(float(perplexity), (n - 1) / 3.0)
     report(0.0, f"input map: {n} points, perplexity {used:g}, {backend}")
     if backend == "opentsne":
-        phases = [(early_iter, _EARLY_FACTOR, 0.8), (n_iter, 1.0, 0.8)]
-        phases = [phase for phase in phases if phase[0] > 0]
-        xy = _opentsne(x, "euclidean", used, y0, seed, phases, report)
+        xy = _opentsne(x, "euclidean", used, y0, seed, _input_phases(early_iter, n_iter), report)
     else:
         # scikit-learn always runs its 250 early-exaggeration iterations (its minimum).
         xy = _sklearn(x, "euclidean", used, y0, seed, _EARLY_FACTOR, _EARLY_ITERS + n_iter)
@@ -331,7 +329,14 @@ def filter_map(
     return FilterMap(xy, label, strength, used)
 
 
-def _opentsne(data, metric, perplexity, y0, seed, phases, report) -> np.ndarray:
+def _input_phases(early_iter: int, n_iter: int) -> list[tuple[int, float, float]]:
+    """The input map's phases as (iterations, exaggeration, momentum); empty ones left out."""
+    phases = [(early_iter, _EARLY_FACTOR, 0.8), (n_iter, 1.0, 0.8)]
+    return [phase for phase in phases if phase[0] > 0]
+
+
+def _tsne_embedding(data, metric, perplexity, y0, seed):
+    """openTSNE affinities and starting embedding, with this module's neighbours and gradient."""
     from openTSNE import TSNEEmbedding, affinity
 
     n = data.shape[0]
@@ -339,7 +344,11 @@ def _opentsne(data, metric, perplexity, y0, seed, phases, report) -> np.ndarray:
     gradient = "fft" if n >= _FFT_FROM else "bh"
     jobs = dict(n_jobs=_N_JOBS, random_state=seed)
     aff = affinity.PerplexityBasedNN(data, perplexity, metric=metric, method=neighbours, **jobs)
-    emb = TSNEEmbedding(y0, aff, negative_gradient_method=gradient, **jobs)
+    return TSNEEmbedding(y0, aff, negative_gradient_method=gradient, **jobs)
+
+
+def _opentsne(data, metric, perplexity, y0, seed, phases, report) -> np.ndarray:
+    emb = _tsne_embedding(data, metric, perplexity, y0, seed)
     total, done = sum(p[0] for p in phases), 0
     for iters, factor, momentum in phases:
 
