@@ -243,7 +243,7 @@ def wait_for_maps(callback, timeout: float) -> tuple[float, bool]:
     finished = not waiter.is_alive()
     if not finished:
         for child in psutil.Process().children(recursive=True):
-            if "deepeyes_keras.maps" in " ".join(child.cmdline()):
+            if "deepeyes_keras.derive.maps" in " ".join(child.cmdline()):
                 child.terminate()
         waiter.join(60)
     return time.perf_counter() - began, finished

@@ -84,7 +84,7 @@ def _maps_seconds(run_dir: Path) -> dict[str, dict[int, tuple[float, int]]]:
 
 def bench_model(model_name, args, tmp):
     from deepeyes_keras import DeepEyesCallback, load_run
-    from deepeyes_keras.maps import compute_missing_maps
+    from deepeyes_keras.derive.maps import compute_missing_maps
 
     x, y, data_desc = _common.load_data(model_name, mnist=args.mnist)
     net = _common.build_model(model_name, seed=0)

@@ -1,6 +1,6 @@
 """Scaling of the embeddings behind the input map and the filter map: wall time and peak memory.
 
-Input map (``deepeyes_keras.embedding.input_map`` at its defaults: 250 early-exaggeration + 500
+Input map (``derive.embedding.input_map`` at its defaults: 250 early-exaggeration + 500
 iterations; openTSNE, Barnes-Hut below 10,000 points, FFT interpolation from 10,000) of clustered
 synthetic descriptors (50 dimensions, 20 Gaussian clusters) at 1k, 5k, 10k, 20k and 100k points,
 and at 10k with the maps worker's shorter schedule for a fresh map (250 + 300); filter map
@@ -95,7 +95,7 @@ def trace(n: int, *, early: int = 250, main: int = 500, every: int = 50) -> list
     import numpy as np
     from sklearn.neighbors import NearestNeighbors
 
-    from deepeyes_keras import embedding
+    from deepeyes_keras.derive import tsne
 
     x = clustered(n)
     k = min(10, n - 1)
@@ -107,15 +107,15 @@ def trace(n: int, *, early: int = 250, main: int = 500, every: int = 50) -> list
         return float(same.mean())
 
     perplexity = min(30.0, (n - 1) / 3.0)  # input_map's default, clamped as it clamps it
-    y0 = embedding._small_init(embedding._pca_coords(x, 0), 0)
+    y0 = tsne.small_init(tsne.pca_coords(x, 0), 0)
     began = time.perf_counter()
-    emb = embedding._tsne_embedding(x, "euclidean", perplexity, y0, 0)
+    emb = tsne.tsne_embedding(x, "euclidean", perplexity, y0, 0)
     rows = [["affinities (neighbours, perplexity)", "-", f"{time.perf_counter() - began:.2f}",
              "-", "-", "-", "-"]]
     clock = {"mark": 0.0, "done": 0}
 
     for phase, (iters, factor, momentum) in zip(("early exaggeration", "normal"),
-                                                embedding._input_phases(early, main), strict=True):
+                                                tsne.input_phases(early, main), strict=True):
 
         def tick(iteration, error, current, phase=phase):
             seconds = time.perf_counter() - clock["mark"]
@@ -135,10 +135,10 @@ def trace(n: int, *, early: int = 250, main: int = 500, every: int = 50) -> list
 
 def run_case(kind: str, n: int, n_iter: int, jobs: int | None) -> dict:
     """Runs one case in this process; returns its time and memory."""
-    from deepeyes_keras import embedding
+    from deepeyes_keras.derive import embedding, tsne
 
     if jobs is not None:
-        embedding._N_JOBS = jobs  # benchmark knob: the package fixes the thread count
+        tsne.THREADS = jobs  # benchmark knob: the package fixes the thread count
     # Warm-up on tiny data: imports and first-call costs stay out of the clock (the maps worker
     # pays them once per run, not once per map).
     embedding.input_map(clustered(200, seed=1), seed=0, n_iter=20, early_iter=10)
@@ -159,7 +159,7 @@ def run_case(kind: str, n: int, n_iter: int, jobs: int | None) -> dict:
     seconds = time.perf_counter() - began
     peak = _peak_rss_mb()
     return {"seconds": seconds, "peak_rss_mb": peak, "rss_before_mb": before,
-            "threads": embedding._N_JOBS, "peak_reset": reset}
+            "threads": tsne.THREADS, "peak_reset": reset}
 
 
 def _reset_peak_rss() -> bool:
@@ -206,13 +206,13 @@ def main(argv=None):
         return
     if args.trace:
         print(_common.machine_line(tensorflow=False))
-        from deepeyes_keras import embedding
+        from deepeyes_keras.derive import tsne
 
         if args.jobs is not None:
-            embedding._N_JOBS = args.jobs
+            tsne.THREADS = args.jobs
         rows = trace(args.trace, **({"early": 20, "main": 20, "every": 10} if args.quick else {}))
         print(f"\nInput map of {args.trace:,} clustered points x {DIMENSIONS} dims, openTSNE "
-              f"with {embedding._N_JOBS} thread(s); extent: the larger side of the layout.\n")
+              f"with {tsne.THREADS} thread(s); extent: the larger side of the layout.\n")
         print(_common.table(["phase", "iterations", "seconds", "ms per iteration", "extent",
                              "KL divergence", "10-NN kept"], rows))
         total = sum(float(r[2]) for r in rows)

@@ -48,7 +48,7 @@ def _worker_pids() -> list[int]:
     import psutil
 
     return [p.pid for p in psutil.Process().children(recursive=True)
-            if "deepeyes_keras.maps" in " ".join(p.cmdline())]
+            if "deepeyes_keras.derive.maps" in " ".join(p.cmdline())]
 
 
 def run_config(args) -> dict:

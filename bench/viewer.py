@@ -134,10 +134,11 @@ def parse(argv=None):
 
 
 def record_run(args, log_dir: Path) -> Path:
-    from deepeyes_keras import DeepEyesCallback, embedding
-    from deepeyes_keras.findings import write_findings
-    from deepeyes_keras.maps import compute_missing_maps
-    from deepeyes_keras.views import write_views
+    from deepeyes_keras import DeepEyesCallback
+    from deepeyes_keras.derive import tsne
+    from deepeyes_keras.derive.findings import write_findings
+    from deepeyes_keras.derive.maps import compute_missing_maps
+    from deepeyes_keras.derive.views import write_views
 
     every = 4
     steps = args.snapshots * every
@@ -147,7 +148,7 @@ def record_run(args, log_dir: Path) -> Path:
     cb = DeepEyesCallback(log_dir=log_dir, run_name="lenet", snapshot_every=every, maps=False,
                           verbose=0, **extra)
     net.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[cb])
-    embedding._N_JOBS = 1  # fixture only: one thread finishes sooner on a shared machine
+    tsne.THREADS = 1  # fixture only: one thread finishes sooner on a shared machine
     compute_missing_maps(cb.run_dir)
     write_views(cb.run_dir)
     write_findings(cb.run_dir)

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from deepeyes_keras.run.layout import RunLayout
+
 
 def _demo(args) -> int:
     from deepeyes_keras.demo import train_demo
@@ -23,34 +25,30 @@ def _demo(args) -> int:
 
 
 def _maps(args) -> int:
-    from deepeyes_keras.maps import compute_missing_maps
+    from deepeyes_keras.derive.pipeline import update_run
 
     def progress(done, total, message):
         print(f"[{done}/{total}] {message}", flush=True)
 
-    from deepeyes_keras.views import write_views
-
-    n = compute_missing_maps(
-        args.run, max_points=args.max_points, seed=args.seed, progress=progress
+    done = update_run(args.run, max_points=args.max_points, seed=args.seed, progress=progress)
+    print(
+        f"{done.maps} maps, {done.views} views and findings of {done.findings} snapshots "
+        f"written to {args.run}"
     )
-    from deepeyes_keras.findings import write_findings
-
-    views = write_views(args.run)
-    found = write_findings(args.run)
-    print(f"{n} maps, {len(views)} views and findings of {found} snapshots written to {args.run}")
     return 0
 
 
 def _report(args) -> int:
-    from deepeyes_keras.findings import _summary, format_report, run_findings, write_findings
-    from deepeyes_keras.reader import load_run
+    from deepeyes_keras.derive.findings import run_findings, summarize, write_findings
+    from deepeyes_keras.derive.report import format_report
+    from deepeyes_keras.run.reader import load_run
 
     run = load_run(args.run)
     if not run.snapshots:
         print(f"{args.run}: no snapshots yet")
         return 1
     # Computed afresh (a second or so), so the report always follows the current rules.
-    summary = _summary(run_findings(run))
+    summary = summarize(run_findings(run))
     if args.save:
         write_findings(args.run, overwrite=True)
     model = run.manifest.get("model", {})
@@ -95,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="print a run's findings (T1-T5) as a table")
     report.add_argument("run", help="run directory")
     report.add_argument(
-        "--save", action="store_true", help="also write the findings into the snapshots"
+        "--save", action="store_true", help="also rewrite the run's findings files with them"
     )
     report.set_defaults(func=_report)
     export = sub.add_parser("export", help="write a run's views as Markdown with images")
@@ -118,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "out", "") is None:
-        args.out = os.path.join(args.run, "export")
+        args.out = RunLayout(args.run).export_dir
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, PermissionError) as err:

@@ -7,6 +7,8 @@ import shutil
 import time
 from pathlib import Path
 
+from deepeyes_keras.run.layout import is_run_dir
+
 
 def train_demo(
     *,
@@ -51,7 +53,7 @@ def train_demo(
     # Exactly `steps` iterations (up to rounding to whole epochs of equal length).
     epochs = max(1, math.ceil(steps / math.ceil(len(x) / batch)))
     steps_per_epoch = math.ceil(steps / epochs)
-    if run_name and (Path(log_dir) / run_name / "manifest.json").is_file():
+    if run_name and is_run_dir(Path(log_dir) / run_name):
         shutil.rmtree(Path(log_dir) / run_name)  # the demo replaces its previous run
     cb = DeepEyesCallback(log_dir=log_dir, run_name=run_name, seed=seed, verbose=verbose)
     import tensorflow as tf

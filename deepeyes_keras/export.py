@@ -1,4 +1,9 @@
-"""Wiki export without JavaScript: a Markdown page with PNG (or SVG) images of a run's views."""
+"""Wiki export without JavaScript: a Markdown page with PNG (or SVG) images of a run's views.
+
+Export only reads the run directory: it renders the views the views stage wrote. A run whose
+views are missing (recorded with ``maps=False``, or interrupted) needs ``deepeyes maps RUN``
+first, and the error says so.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,9 @@ import json
 from pathlib import Path
 
 from deepeyes_keras.charts import render
-from deepeyes_keras.reader import load_run
-from deepeyes_keras.views import view_path, write_views
+from deepeyes_keras.derive.report import format_report
+from deepeyes_keras.run.layout import snapshot_stem
+from deepeyes_keras.run.reader import load_run
 
 _FORMATS = ("png", "svg")
 
@@ -29,14 +35,22 @@ def export_markdown(
     run = load_run(run_dir)
     if not run.snapshots:
         raise ValueError(f"Run {str(run_dir)!r} has no snapshots yet; nothing to export.")
+    layout = run.layout
+    missing = [
+        p.name for p in (layout.view("overview"), layout.view("histograms")) if not p.is_file()
+    ]
+    if missing:
+        raise ValueError(
+            f"Run {str(run_dir)!r} has no views yet ({', '.join(missing)} missing). Run "
+            f"`deepeyes maps {run.path}` first: it computes the maps, views and findings."
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_views(run.path)  # makes whatever views the maps allow (idempotent)
     say = progress or (lambda message: None)
     steps = [
         s.step
         for s in run.snapshots
-        if all(view_path(run.path, layer.key, s.step).is_file() for layer in s.layers.values())
+        if all(layout.view(layer.key, s.step).is_file() for layer in s.layers.values())
     ]
     if step is None:
         step = steps[-1] if steps else None
@@ -61,19 +75,17 @@ def export_markdown(
         f"{run.status}, last snapshot at step {run.snapshots[-1].step}.",
         "",
     ]
-    summary = run.snapshots[-1].record.get("findings_summary")
+    summary = run.snapshots[-1].findings_summary
     if summary:
-        from deepeyes_keras.findings import format_report
-
         lines += ["## Findings", "", "```text", format_report(summary), "```", ""]
     lines += [
         "## Training",
         "",
-        f"![training curves]({image(view_path(run.path, 'overview'), 'overview')})",
+        f"![training curves]({image(layout.view('overview'), 'overview')})",
         "",
         "## Perplexity histograms",
         "",
-        f"![perplexity histograms]({image(view_path(run.path, 'histograms'), 'histograms')})",
+        f"![perplexity histograms]({image(layout.view('histograms'), 'histograms')})",
         "",
     ]
     if step is not None:
@@ -81,7 +93,7 @@ def export_markdown(
         for name, layer in run.snapshots[
             [s.step for s in run.snapshots].index(step)
         ].layers.items():
-            file = image(view_path(run.path, layer.key, step), f"{layer.key}-step-{step:08d}")
+            file = image(layout.view(layer.key, step), f"{layer.key}-{snapshot_stem(step)}")
             lines += [f"### {name}", "", f"![{name} at step {step}]({file})", ""]
     else:
         lines += ["No layer views yet: run `deepeyes maps RUN` to compute the maps.", ""]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
-
 import keras
+
+from deepeyes_keras.names import did_you_mean
 
 _WIDTH_KEYS = {"Conv1D": "filters", "Conv2D": "filters", "Dense": "units"}
 
@@ -46,14 +46,9 @@ def resize_model(
     names = [layer.name for layer in model.layers]
     unknown = [n for n in list(widths) + remove if n not in names]
     if unknown:
+        # One suggestion per name, as this message has always given.
         hints = [
-            f"{n!r}"
-            + (
-                f" (did you mean {difflib.get_close_matches(n, names, 1)[0]!r}?)"
-                if difflib.get_close_matches(n, names, 1)
-                else ""
-            )
-            for n in unknown
+            f"{n!r} ({hint})" if (hint := did_you_mean(n, names, n=1)) else repr(n) for n in unknown
         ]
         raise ValueError(
             f"resize_model: unknown layer name(s) {', '.join(hints)}. "

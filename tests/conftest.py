@@ -21,8 +21,8 @@ RECORD_RUNS = textwrap.dedent(
     import keras
     import numpy as np
     from deepeyes_keras import DeepEyesCallback
-    from deepeyes_keras.maps import compute_missing_maps
-    from deepeyes_keras.views import write_views
+    from deepeyes_keras.derive.maps import compute_missing_maps
+    from deepeyes_keras.derive.views import write_views
 
     log_dir = sys.argv[1]
     rng = np.random.default_rng(0)

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import deepeyes_keras
 from deepeyes_keras import DeepEyesCallback, load_run
-from deepeyes_keras.statistics import BETA, N_BINS
+from deepeyes_keras.run.layout import BETA, N_BINS
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,7 @@ def test_exact_files_and_reader_on_sequential_without_input(tmp_path):
 
     manifest = strict_load(run_dir / "manifest.json")
     assert manifest["status"] == "finished"
-    assert manifest["schema_version"] == 1
+    assert manifest["schema_version"] == 2  # SCHEMA_VERSION of run/layout.py
     assert set(manifest["versions"]) >= {"deepeyes_keras", "keras", "tensorflow"}
     assert [layer["name"] for layer in manifest["analysed_layers"]] == ["conv", "dense"]
     assert manifest["model"]["parameters"] == model.count_params()
@@ -123,23 +123,36 @@ def test_exact_files_and_reader_on_sequential_without_input(tmp_path):
     assert len(run.metrics()["loss"]) == 6
 
 
-def test_reader_loads_only_the_arrays_asked_for(tmp_path):
+def test_reader_loads_only_the_arrays_asked_for(tmp_path, monkeypatch):
     # The run-wide views read the histograms of every snapshot; holding every co-activation
     # matrix too made the maps worker's memory grow with the run.
     x, y = images(32)
     cb = callback(tmp_path, snapshot_every=2, sample_every=1, images_per_step=4)
     small_cnn().fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])
     run = load_run(cb.run_dir)
+    stored = {}
     for snap in run.snapshots:
-        histogram = snap.layers["conv"].perplexity_histogram
         with np.load(run.path / snap.record["arrays"]) as data:
-            stored = {k: data[k] for k in data.files}
-            np.testing.assert_array_equal(histogram, stored["L0.perplexity_histogram"])
-        assert "L0.jaccard" in stored
-        assert list(snap._loaded) == ["L0.perplexity_histogram"]
+            stored[snap.step] = {k: data[k] for k in data.files}
+        assert "L0.jaccard" in stored[snap.step]
+    # Every array the reader takes out of a .npz file (NumPy's NpzFile, not our code).
+    read = []
+    npz_getitem = np.lib.npyio.NpzFile.__getitem__
+
+    def counting_getitem(npz, key):
+        read.append(key)
+        return npz_getitem(npz, key)
+
+    monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__", counting_getitem)
+    for snap in run.snapshots:
+        read.clear()
+        histogram = snap.layers["conv"].perplexity_histogram
+        np.testing.assert_array_equal(histogram, stored[snap.step]["L0.perplexity_histogram"])
         assert snap.layers["conv"].perplexity_histogram is histogram  # read once, then kept
+        assert read == ["L0.perplexity_histogram"]
+    monkeypatch.undo()
     with pytest.raises(KeyError):
-        run.snapshots[0]._array("L0.no_such_field")
+        run.snapshots[0].array("L0.no_such_field")
 
 
 def test_statistics_agree_with_numpy_on_every_kept_instance(tmp_path):
@@ -437,8 +450,9 @@ def test_public_api():
 def test_steps_per_execution_still_hits_every_snapshot(tmp_path):
     x, y = images(96)
     model = small_cnn()
-    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  steps_per_execution=3)
+    model.compile(
+        "sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True), steps_per_execution=3
+    )
     cb = callback(tmp_path, snapshot_every=4, sample_every=2, reservoir_size=1000)
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])  # 12 steps, 4 calls
     run = load_run(cb.run_dir)

@@ -1,4 +1,4 @@
-"""Tests for deepeyes_keras.charts and deepeyes_keras.layer_chart.
+"""Tests for deepeyes_keras.charts: the overview, the histograms and the layer page's views.
 
 Specs are checked on fragments of the dict, against the Vega-Lite v6 JSON schema that Altair ships,
 and by rendering them with vl-convert (a real Vega runtime, no browser): the SVG's aria labels
@@ -7,6 +7,7 @@ carry each mark's encoded values, which lets the tests check that the linking ex
 themselves need a browser and are not exercised here.
 """
 
+import ast
 import functools
 import json
 import pathlib
@@ -19,16 +20,11 @@ import jsonschema
 import numpy as np
 import pytest
 
-from deepeyes_keras.charts import (
-    clean_number,
-    histograms_spec,
-    layer_spec,
-    overview_spec,
-    render,
-    spec_json,
-)
-from deepeyes_keras.layer_chart import heatmap_grid
-from deepeyes_keras.thumbnails import patch_thumbnail
+from deepeyes_keras import charts
+from deepeyes_keras.charts import histograms_spec, layer_spec, overview_spec, render, spec_json
+from deepeyes_keras.charts.common import clean_number
+from deepeyes_keras.charts.heatmap import heatmap_grid
+from deepeyes_keras.derive.thumbnails import patch_thumbnail
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -243,6 +239,39 @@ def test_clean_number_and_spec_json():
     assert spec_json({"b": [np.nan, 1.5], "a": {"c": float("-inf")}}) == (
         '{"a": {"c": null}, "b": [null, 1.5]}'
     )
+    assert spec_json({"a": np.array([1.0, np.inf]), "b": np.float32(0.5)}) == (
+        '{"a": [1.0, null], "b": 0.5}'
+    )
+
+
+# The stage's contract: Altair only; of this package, only charts/ and the run layout.
+ALLOWED_IMPORTS = {"altair", "numpy", "vl_convert", "__future__", "collections", "dataclasses"}
+ALLOWED_IMPORTS |= {"json", "math", "typing", "deepeyes_keras.run.layout"}
+
+
+def test_charts_package_imports_only_altair_numpy_and_the_run_layout():
+    folder = pathlib.Path(charts.__file__).parent
+    modules = sorted(folder.glob("*.py"))
+    assert {m.stem for m in modules} >= {"common", "rendering", "overview", "histograms", "layer"}
+    for module in modules:
+        tree = ast.parse(module.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        bad = [
+            name
+            for name in names
+            if not name.startswith("deepeyes_keras.charts.")
+            and name not in ALLOWED_IMPORTS
+            and name.split(".")[0] not in ALLOWED_IMPORTS
+        ]
+        assert not bad, (module.name, bad)
+    assert callable(charts.render) and charts.__all__ == [
+        "histograms_spec",
+        "layer_spec",
+        "overview_spec",
+        "render",
+        "spec_json",
+    ]
 
 
 # ----------------------------------------------------------------------------- overview

@@ -1,4 +1,4 @@
-"""Tests for deepeyes_keras.embedding: numbers against hand computations, layouts by behaviour.
+"""Tests for derive.embedding: numbers against hand computations, layouts by behaviour.
 
 Layouts are never compared coordinate by coordinate (they depend on the backend and its version):
 they are judged by what the maps must show, with the bounds stated next to each assertion.
@@ -6,9 +6,7 @@ they are judged by what the maps must show, with the bounds stated next to each 
 
 from __future__ import annotations
 
-import ast
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +15,13 @@ from sklearn.manifold import trustworthiness
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 
-from deepeyes_keras import embedding
-from deepeyes_keras.embedding import FilterMap, carry_layout, filter_map, input_map, perplexity_of
+from deepeyes_keras.derive.embedding import (
+    FilterMap,
+    carry_layout,
+    filter_map,
+    input_map,
+    perplexity_of,
+)
 
 METHODS = ["opentsne", "sklearn"]
 
@@ -273,11 +276,3 @@ def test_filter_map_rejects_bad_inputs():
         filter_map(np.eye(4) * 3, t)
     with pytest.raises(ValueError, match="n_iter=100"):
         filter_map(np.eye(4), t, n_iter=100)
-
-
-def test_module_never_imports_tensorflow_or_keras():
-    # The site build and the map worker run without TensorFlow.
-    tree = ast.parse(Path(embedding.__file__).read_text())
-    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert not {name.split(".")[0] for name in names} & {"tensorflow", "keras"}

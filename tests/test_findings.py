@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from deepeyes_keras import findings as fd
+from deepeyes_keras.derive import findings as fd
 
 T = fd.Thresholds()
 

@@ -10,8 +10,9 @@ import pytest
 from scipy.spatial import procrustes
 
 from deepeyes_keras import DeepEyesCallback, load_run
-from deepeyes_keras.findings import format_report
-from deepeyes_keras.maps import MapWorker, compute_missing_maps, layer_maps, maps_path
+from deepeyes_keras.derive.maps import compute_missing_maps, layer_maps
+from deepeyes_keras.derive.report import format_report
+from deepeyes_keras.derive.worker import MapWorker
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +57,11 @@ def test_every_snapshot_has_maps_when_fit_returns(tmp_path, during):
             n_filters = layer.max_activation.shape[0]
             assert maps["filter_xy"].shape == (n_filters, 2)
             assert maps["filter_label"].shape == (n_filters,)
-        # The worker also adds the findings to every snapshot (T1-T5 with their evidence).
-        assert set(snap.record["findings"]["layers"]) == {"conv", "out"}
+        # The worker also writes the findings of every snapshot (T1-T5 with their evidence), in
+        # files of the findings stage: the recorder's snapshot records are left as written.
+        assert set(snap.findings["layers"]) == {"conv", "out"}
+        assert "findings" not in snap.record
+        assert (run.path / "findings" / f"step-{snap.step:08d}.json").is_file()
     summary = json.loads((run.path / "findings.json").read_text())
     assert summary["step"] == 12
     report = format_report(summary)
@@ -82,7 +86,7 @@ def test_maps_can_be_computed_later_and_layouts_stay_comparable(tmp_path):
     fresh = layer_maps(run.snapshots[2].layers["conv"], previous=None)
     _, _, scratch = procrustes(a["xy"][ia], fresh["xy"][ib])
     assert carried < 0.75 * scratch, (carried, scratch)
-    assert maps_path(run_dir, "L0", 12).is_file()
+    assert (run_dir / "maps" / "L0" / "step-00000012.npz").is_file()
 
 
 def test_a_script_ending_right_after_fit_still_gets_every_map(tmp_path):
@@ -179,7 +183,7 @@ def test_views_only_notices_defer_the_maps_until_the_last_notice(tmp_path):
 def test_maps_during_training_default_follows_the_machine():
     import tensorflow as tf
 
-    from deepeyes_keras.callback import maps_during_training_default
+    from deepeyes_keras.record.callback import maps_during_training_default
 
     has_accelerator = bool(tf.config.list_physical_devices("GPU"))
     assert maps_during_training_default() == (has_accelerator or os.cpu_count() >= 8)

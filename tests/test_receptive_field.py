@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deepeyes_keras.receptive_field import (
-    AxisMap,
-    AxisWindow,
-    extract_input_patches,
-    extract_windows,
-    input_space_maps,
-    layer_windows,
-)
+from deepeyes_keras.record.geometry import AxisMap, AxisWindow, input_space_maps, layer_windows
+from deepeyes_keras.record.patches import extract_input_patches, extract_windows
 
 ATOL = 1e-5
 

@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from deepeyes_keras.reservoir import Reservoir
+from deepeyes_keras.record.reservoir import Reservoir
 
 
 def make(capacity, seed=0):

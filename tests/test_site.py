@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mkdocs.exceptions import Abort
 
-from deepeyes_keras import site_plugin
+from deepeyes_keras.site import blocks
 
 RUNS = ("tiny-a", "tiny-b")
 LAYER_KEYS = ("L0", "L1", "L2")
@@ -358,9 +358,9 @@ def test_wiki_block_embeds_live_charts(
     [
         (
             "run: tiny-a\nlayer: convl",
-            "unknown layer 'convl' in run 'tiny-a'. Did you mean 'conv1'?",
+            "unknown layer 'convl' in run 'tiny-a' (did you mean 'conv1'?).",
         ),
-        ("run: tiny-c\nview: overview", "unknown run 'tiny-c'. Did you mean"),
+        ("run: tiny-c\nview: overview", "unknown run 'tiny-c' (did you mean"),
         ("run: tiny-a\nview: heatmap", "unknown view 'heatmap'"),
         ("run: tiny-a\nlayer: conv1\nstep: last", "invalid step 'last'"),
         ("run: tiny-a\nlayers: conv1", "unknown key 'layers'"),
@@ -493,10 +493,9 @@ FINDINGS = {
 def test_findings_of_the_latest_snapshot_are_summarised(
     runs_copy, tmp_path, write_site, build_site
 ):
-    record_path = runs_copy / "tiny-a" / "snapshots" / "step-00000012.json"
-    record = json.loads(record_path.read_text())
-    record["findings"] = FINDINGS
-    record_path.write_text(json.dumps(record))
+    findings_path = runs_copy / "tiny-a" / "findings" / "step-00000012.json"
+    findings_path.parent.mkdir()
+    findings_path.write_text(json.dumps({"findings": FINDINGS, "summary": None}))
     site = build_site(write_site(tmp_path, runs_copy))
     run_page = (site / "deepeyes" / "tiny-a" / "index.html").read_text()
     assert "<h2>Findings</h2>" in run_page
@@ -514,7 +513,7 @@ def test_findings_of_the_latest_snapshot_are_summarised(
 def test_findings_written_by_the_findings_stage_are_shown(
     runs_copy, tmp_path, write_site, build_site, mkdocs_warnings
 ):
-    from deepeyes_keras.findings import write_findings
+    from deepeyes_keras.derive.findings import write_findings
 
     assert write_findings(runs_copy / "tiny-b") == len(STEPS)
     site = build_site(write_site(tmp_path, runs_copy))
@@ -605,14 +604,14 @@ def test_building_imports_no_tensorflow(recorded_runs, tmp_path, write_site):
 def test_fenced_blocks_inside_other_code_blocks_are_left_alone():
     text = "````\n```deepeyes\nrun: a\n```\n````\n\n```deepeyes\nrun: b\n```\n\n```python\nx\n```"
     seen = []
-    out = site_plugin._replace_blocks(text, lambda body: seen.append(body) or "TOKEN")
+    out = blocks.replace_blocks(text, lambda body: seen.append(body) or "TOKEN")
     assert seen == ["run: b"]
     assert out.startswith("````\n```deepeyes\nrun: a\n```\n````") and "TOKEN" in out
     assert out.endswith("```python\nx\n```")
 
 
 def test_block_options_ignore_comments():
-    assert site_plugin._parse_block("run: a#1  # the run\n\n# note\nstep: 3") == {
+    assert blocks.parse_block("run: a#1  # the run\n\n# note\nstep: 3") == {
         "run": "a#1",
         "step": "3",
     }

@@ -257,9 +257,7 @@ def test_step_in_the_url_picks_the_snapshot(watched):
 def _click_mark(watched, mark: str, index: int) -> int:
     """Clicks item `index` of the named mark on the canvas; returns its datum's filter."""
     # Instant: the mkdocs theme scrolls smoothly, and a click aimed mid-scroll lands elsewhere.
-    watched.page.eval_on_selector(
-        f"#{LAYER_CHART}", "e => e.scrollIntoView({behavior: 'instant'})"
-    )
+    watched.page.eval_on_selector(f"#{LAYER_CHART}", "e => e.scrollIntoView({behavior: 'instant'})")
     x, y, datum = watched.page.evaluate(
         f"""() => {{
         const view = window.deepeyes.views["{LAYER_CHART}"];

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deepeyes_keras import statistics as st
+from deepeyes_keras.record import statistics as st
 
 RTOL = 1e-5  # float32 arithmetic against float64 NumPy
 

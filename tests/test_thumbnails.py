@@ -1,4 +1,4 @@
-"""Tests for deepeyes_keras.thumbnails: the PNG encoder is checked by decoding with zlib alone."""
+"""Tests for derive.thumbnails: the PNG encoder is checked by decoding with zlib alone."""
 
 import base64
 import struct
@@ -7,7 +7,7 @@ import zlib
 import numpy as np
 import pytest
 
-from deepeyes_keras.thumbnails import (
+from deepeyes_keras.derive.thumbnails import (
     CONSTANT_GREY,
     PNG_SIGNATURE,
     data_url,

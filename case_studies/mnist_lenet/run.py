@@ -14,7 +14,8 @@ For each seed it
    :class:`~deepeyes_keras.DeepEyesCallback` watching (run ``lenet-seed<s>``), then computes the
    run's views and findings, and its input and filter maps at the snapshots the paper discusses
    (steps 10, 80, 300 and the last; first seed only unless ``--maps all``);
-2. reads the tool's findings (:func:`deepeyes_keras.findings.run_findings`) at the last snapshot
+2. reads the tool's findings (:func:`~deepeyes_keras.derive.findings.run_findings`) at the last
+   snapshot
    and turns them into a redesign with :func:`derive_redesign` (the policy below; nothing in it
    knows about MNIST or about the paper's answer);
 3. builds that network with :func:`deepeyes_keras.resize.resize_model` and trains it on the same
@@ -104,7 +105,7 @@ def derive_redesign(findings: dict, *, multiple: int = ROUND_TO) -> dict:
     """Turns the tool's findings into a redesign (the policy of the module docstring).
 
     Args:
-        findings: the result of :func:`deepeyes_keras.findings.run_findings`.
+        findings: the result of :func:`deepeyes_keras.derive.findings.run_findings`.
         multiple: suggested widths are rounded up to a multiple of this.
 
     Returns:
@@ -179,9 +180,9 @@ def compute_maps(run_dir: Path, steps, *, seed: int) -> int:
     ``steps=None`` computes every snapshot's maps (``deepeyes maps RUN``). Layouts are carried
     from one computed snapshot to the next, as the maps worker does.
     """
-    from deepeyes_keras.maps import compute_missing_maps, layer_maps, maps_path
-    from deepeyes_keras.reader import load_run
-    from deepeyes_keras.store import write_npz
+    from deepeyes_keras.derive.maps import compute_missing_maps, layer_maps
+    from deepeyes_keras.run.layout import write_npz
+    from deepeyes_keras.run.reader import load_run
 
     if steps is None:
         return compute_missing_maps(run_dir, seed=seed)
@@ -195,9 +196,7 @@ def compute_maps(run_dir: Path, steps, *, seed: int) -> int:
             continue
         for layer in snap.layers.values():
             arrays = layer_maps(layer, previous=previous.get(layer.key), seed=seed)
-            path = maps_path(run.path, layer.key, snap.step)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_npz(path, arrays)
+            write_npz(run.layout.maps(layer.key, snap.step), arrays)
             previous[layer.key] = arrays
             written += 1
     return written
@@ -229,8 +228,8 @@ def train_watched(
     import tensorflow as tf
 
     from deepeyes_keras import DeepEyesCallback
-    from deepeyes_keras.findings import write_findings
-    from deepeyes_keras.views import write_views
+    from deepeyes_keras.derive.findings import write_findings
+    from deepeyes_keras.derive.views import write_views
 
     run_dir = out / run_name
     if run_dir.exists():
@@ -291,11 +290,12 @@ def seed_findings(run_dir: Path, *, verbose: int = 0) -> dict:
     dense layer: accuracy, chance, instances, since_step), ``redesign`` and
     ``redesign_matches_paper``.
     """
-    from deepeyes_keras.findings import _summary, format_report, run_findings
-    from deepeyes_keras.reader import load_run
+    from deepeyes_keras.derive.findings import run_findings, summarize
+    from deepeyes_keras.derive.report import format_report
+    from deepeyes_keras.run.reader import load_run
 
     findings = run_findings(load_run(run_dir))
-    summary = _summary(findings)
+    summary = summarize(findings)
     redesign = derive_redesign(findings)
     if verbose:
         print(format_report(summary))
@@ -424,7 +424,7 @@ def findings_legend(thresholds: dict) -> str:
     """What the T1 and T5 columns of the findings tables mean, with the thresholds used."""
     t = thresholds
     return (
-        "Columns (rules: `deepeyes_keras.findings`, site page Reference > Findings). "
+        "Columns (rules: `deepeyes_keras.derive.findings`, site page Reference > Findings). "
         f"*stable since* (T1, our score; the paper judged by eye): the first snapshot from which "
         f"each of the last {t['stable_window']} transitions has an excess change of at most "
         f"{t['stable_excess']} (earth mover's distance between consecutive perplexity "
@@ -528,7 +528,7 @@ def refresh_findings(results_dir: Path, out: Path, *, verbose: int = 1) -> dict:
     rewrites ``results.json`` and ``results.md``. Where the redesign derived now differs from the
     one that was trained, the entry keeps the trained one as ``trained_redesign``.
     """
-    from deepeyes_keras.findings import write_findings
+    from deepeyes_keras.derive.findings import write_findings
 
     report = json.loads((results_dir / "results.json").read_text())
     for s in report["per_seed"]:
@@ -566,14 +566,14 @@ def refresh_findings(results_dir: Path, out: Path, *, verbose: int = 1) -> dict:
 
 def _sanity(report: dict, out: Path) -> None:
     """--quick: the outputs a CI run must have produced."""
-    from deepeyes_keras.reader import load_run
+    from deepeyes_keras.run.reader import load_run
 
     for s in report["per_seed"]:
         for entry in s["networks"].values():
             run = load_run(out / entry["run"])
             assert run.snapshots, f"{entry['run']}: no snapshots"
             assert (run.path / "findings.json").is_file(), f"{entry['run']}: no findings.json"
-            assert "findings" in run.snapshots[-1].record, f"{entry['run']}: no findings"
+            assert run.snapshots[-1].findings, f"{entry['run']}: no findings"
             assert 0.0 <= entry["test_accuracy"] <= 1.0
         assert s["findings_summary"]["layers"], "empty findings"
     rows = [line for line in report["table"].splitlines()[2:] if line.startswith("|")]

@@ -4,7 +4,7 @@ The case study (``run.py``) uses the findings with their documented default thre
 script asks what those thresholds would have to be for the tool to suggest the paper's redesign:
 for each original run ``lenet-seed<s>`` it recomputes, at the last snapshot, the T4 suggested
 width of every hidden layer (filters - dead - redundant duplicates, exactly the rule of
-:func:`deepeyes_keras.findings.layer_findings`) over a grid of
+:func:`deepeyes_keras.derive.findings.layer_findings`) over a grid of
 
 - ``dead_max_fraction``: a filter is dead when its max activation is at most this fraction of the
   layer's median max (default 0.01), and
@@ -33,7 +33,7 @@ ROUND_TO = 10
 
 def suggested_widths(run, t) -> dict[str, int]:
     """T4 suggested width of every hidden analysed layer at the run's last snapshot."""
-    from deepeyes_keras.findings import degenerate_filters, redundant_groups
+    from deepeyes_keras.derive.findings import degenerate_filters, redundant_groups
 
     snap = run.snapshots[-1]
     out = {}
@@ -51,7 +51,7 @@ def _rounded(width: int, current: int) -> int:
 
 
 def table(runs: list) -> str:
-    from deepeyes_keras.findings import Thresholds
+    from deepeyes_keras.derive.findings import Thresholds
 
     names = runs[0].layer_names[:-1]
     current = {n: int(runs[0].snapshots[-1].layers[n].info["n_filters"]) for n in names}
@@ -76,7 +76,7 @@ def table(runs: list) -> str:
 
 
 def main(argv=None) -> str:
-    from deepeyes_keras.reader import load_run
+    from deepeyes_keras.run.reader import load_run
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=Path, default=HERE / "runs", help="the case study's runs dir")

@@ -1,26 +1,27 @@
-"""Receptive-field geometry of Keras layers, and the TF ops that cut windows out of tensors.
+"""Receptive-field geometry of Keras layers, read from the model graph (no TensorFlow ops).
 
-One receptive-field instance (an output position of a layer, for one image; DESIGN.md section 2)
-has a *neuronal receptive field*, the window of the layer's own input that the kernel reads
-(`layer_windows`, `extract_windows`), and an *input-space patch*, the box of the model input that
-can reach it (`input_space_maps`, `extract_input_patches`). Only ``channels_last`` is supported.
-The TF functions use static shapes only, so they run inside a compiled (also XLA) train step.
+One receptive-field instance is an output position of a layer, for one image. Its *neuronal
+receptive field* is the window of the layer's own input that the kernel reads (`layer_windows`, one
+`AxisWindow` per spatial axis); its *input-space patch* is the box of the model input that can reach
+it (`input_space_maps`, one `AxisMap` per spatial axis, found by one walk of the model's graph).
+``deepeyes_keras/record/patches.py`` cuts both out of tensors. Only ``channels_last`` is supported.
 
 Example:
     >>> maps = input_space_maps(model)            # {"conv2": (AxisMap(2, 0, 14), ...), ...}
     >>> wins = layer_windows(conv2, conv2.input.shape)
-    >>> rf = extract_windows(conv2_inputs, wins, positions)  # (n, P, 5*5*20)
+    >>> wins[0].kernel, wins[0].out_size
+    (5, 8)
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import keras
-import tensorflow as tf
+
+from deepeyes_keras.names import close_matches
 
 
 @dataclass(frozen=True)
@@ -349,120 +350,9 @@ def input_space_maps(
     known = list(layer_maps)
     unknown = [name for name in layer_names if name not in layer_maps]
     if unknown:
-        hints = {n: difflib.get_close_matches(n, known, n=3) for n in unknown}
+        hints = {n: close_matches(n, known) for n in unknown}
         raise ValueError(
             f"Unknown layer names {unknown} for model '{model.name}'. Close matches: {hints}. "
             f"Available layers: {known}."
         )
     return {name: layer_maps[name] for name in layer_names}
-
-
-def _as_image(x: tf.Tensor) -> tf.Tensor:
-    return x[:, :, tf.newaxis, :] if x.shape.rank == 3 else x  # extract_patches needs 2-D grids
-
-
-def _patches_at(patches: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
-    """(n, H, W, D) patches, (n, P) flat row-major positions -> (n, P, D)."""
-    depth = patches.shape[-1]
-    flat = tf.reshape(patches, [tf.shape(patches)[0], -1, depth])
-    return tf.gather(flat, tf.cast(positions, tf.int32), axis=1, batch_dims=1)
-
-
-def extract_windows(
-    inputs: tf.Tensor, windows: tuple[AxisWindow, ...], positions: tf.Tensor
-) -> tf.Tensor:
-    """The neuronal receptive fields of sampled output positions of a layer.
-
-    For image ``n`` and flat output position ``positions[n, p]`` (row-major over the output grid):
-    the window of the layer *input* that the kernel reads, zeros where it crosses padding, flattened
-    in ``(k_h, k_w, C)`` order like a Conv2D kernel, so ``window @ kernel.reshape(-1, F)`` is the
-    conv output.
-
-    Args:
-        inputs: The layer input, ``(n, *in_spatial, C)`` with 1 or 2 spatial axes, or ``(n, D)``.
-        windows: The layer's windows, from `layer_windows`.
-        positions: ``(n, P)`` integer flat output positions.
-
-    Returns:
-        ``(n, P, prod(kernel) * C)``; for ``windows == ()`` (dense on a vector) ``(n, 1, D)`` and
-        ``positions`` is ignored.
-
-    Example:
-        >>> wins = layer_windows(conv, x.shape)
-        >>> extract_windows(x, wins, tf.constant([[0, 5]]))  # (1, 2, kh*kw*C)
-    """
-    inputs = tf.convert_to_tensor(inputs)
-    if not windows:
-        return tf.reshape(inputs, [-1, 1, math.prod(inputs.shape[1:])])
-    if len(windows) not in (1, 2) or inputs.shape.rank != len(windows) + 2:
-        raise ValueError(
-            f"extract_windows expects 1 or 2 spatial axes matching the input. Received: "
-            f"{len(windows)} windows for an input of shape {inputs.shape}."
-        )
-    # Pad explicitly, then take VALID patches: this reproduces 'same' and 'causal' convolutions
-    # exactly, with the same zeros where the window crosses the border.
-    pads = [[0, 0]] + [[w.pad_before, w.pad_after] for w in windows] + [[0, 0]]
-    padded = _as_image(tf.pad(inputs, pads))
-    wins = (*windows, AxisWindow(1, 1, 1, 0, 0, 1, 1))[:2]  # 1-D: a dummy 1-wide second axis
-    patches = tf.image.extract_patches(
-        padded,
-        *([1, *(getattr(w, key) for w in wins), 1] for key in ("kernel", "stride", "dilation")),
-        padding="VALID",
-    )
-    grid, expected = tuple(patches.shape[1:3]), tuple(w.out_size for w in wins)
-    if grid != expected:
-        raise ValueError(
-            f"Windows do not match the input: they give an output grid {expected} but the input "
-            f"of shape {inputs.shape} gives {grid}. Compute windows with layer_windows(layer, "
-            "input_shape) for this very input."
-        )
-    return _patches_at(patches, positions)
-
-
-def extract_input_patches(
-    images: tf.Tensor,
-    maps: tuple[AxisMap, ...],
-    out_grid: tuple[int, ...],
-    positions: tf.Tensor,
-) -> tf.Tensor:
-    """The input-space patch of each sampled position: a crop of the model input, zeros outside.
-
-    Args:
-        images: The model input, ``(n, H, W, C)`` or ``(n, L, C)``.
-        maps: One `AxisMap` per spatial axis (from `input_space_maps`; the caller handles None,
-            meaning the whole image).
-        out_grid: The layer's output grid size per spatial axis (row-major order of ``positions``).
-        positions: ``(n, P)`` integer flat output positions.
-
-    Returns:
-        ``(n, P, *sizes, C)`` with ``sizes = [m.size for m in maps]``; for ``maps == ()`` (tabular)
-        ``(n, 1, D)``.
-
-    Example:
-        >>> extract_input_patches(x, maps["conv2"], (8, 8), positions)  # (n, P, 14, 14, 1)
-    """
-    images = tf.convert_to_tensor(images)
-    if not maps:
-        return tf.reshape(images, [-1, 1, math.prod(images.shape[1:])])
-    if len(maps) not in (1, 2) or images.shape.rank != len(maps) + 2 or len(out_grid) != len(maps):
-        raise ValueError(
-            f"extract_input_patches expects 1 or 2 spatial axes matching images and out_grid. "
-            f"Received: {len(maps)} maps, out_grid={out_grid}, images of shape {images.shape}."
-        )
-    # Bring each axis to exactly the span the boxes cover, [offset, scale*(out-1) + offset + size),
-    # by cropping or zero-padding both ends; then VALID patches with stride `scale` are the boxes.
-    crops, pads = [slice(None)], [[0, 0]]
-    for m, out, n in zip(maps, out_grid, images.shape[1:-1], strict=True):
-        end = m.scale * (out - 1) + m.offset + m.size
-        start, stop = max(m.offset, 0), max(min(end, n), max(m.offset, 0))
-        crops.append(slice(start, stop))
-        before = max(-m.offset, 0)
-        pads.append([before, end - m.offset - before - (stop - start)])
-    padded = _as_image(tf.pad(images[tuple(crops)], pads + [[0, 0]]))
-    sizes = [m.size for m in maps] + [1] * (2 - len(maps))
-    scales = [m.scale for m in maps] + [1] * (2 - len(maps))
-    patches = tf.image.extract_patches(
-        padded, sizes=[1, *sizes, 1], strides=[1, *scales, 1], rates=[1, 1, 1, 1], padding="VALID"
-    )
-    flat = _patches_at(patches, positions)
-    return tf.reshape(flat, [tf.shape(flat)[0], -1, *sizes[: len(maps)], images.shape[-1]])

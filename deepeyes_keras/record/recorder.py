@@ -1,112 +1,32 @@
-"""Choosing the analysed layers and recording them inside the compiled train step.
+"""Recording the analysed layers while the model trains.
 
-:func:`resolve_layers` validates the user's layer list before training starts.
-:class:`Recorder` owns one cached sub-model that taps the input and output of every analysed layer,
-the statistics and reservoirs of each layer, and :meth:`Recorder.record`, the graph ops added to
-the model's ``train_step``: pick a few images of the batch at random, run the tap model on them,
-sample receptive-field positions, update the statistics and offer the instances to the reservoir.
+A :class:`LayerTap` holds the static facts of one analysed layer (the layers are chosen by
+``deepeyes_keras/record/selection.py``). :class:`Recorder` owns one cached sub-model that taps
+the input and output of every analysed layer, and the statistics and reservoir of each layer.
+:meth:`Recorder.capture` is the handful of graph ops added to the model's ``train_step`` (count the
+step, keep a few random images of the batch); :meth:`Recorder.measure`, a separate compiled
+function run on sampled steps, runs the tap model on them, samples receptive-field positions,
+updates the statistics and offers the instances to the reservoir. :meth:`Recorder.read` copies the
+state to NumPy for a snapshot (``deepeyes_keras/record/snapshot.py``).
+
+Example:
+    >>> layers, skipped = resolve_layers(model, ["conv1", "fc1"])   # doctest: +SKIP
+    >>> recorder = Recorder(model, layers, images_per_step=16, positions_per_image=10,
+    ...                     reservoir_size=2000, n_labels=10, seed=0)   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from deepeyes_keras import receptive_field as rf
-from deepeyes_keras.reservoir import Reservoir
-from deepeyes_keras.statistics import LayerStatistics
-
-ANALYSABLE_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Dense)
-# Layers a user may expect us to analyse but that we cannot (yet): named in a warning when found.
-_FILTER_LIKE_TYPES = (
-    keras.layers.RNN,
-    keras.layers.LSTM,
-    keras.layers.GRU,
-    keras.layers.SimpleRNN,
-    keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv2D,
-    keras.layers.Bidirectional,
-)
-
-
-def check_graph_model(model) -> None:
-    """Raises TypeError unless ``model`` has a symbolic graph (Sequential or Functional)."""
-    if isinstance(model, keras.Sequential):
-        return
-    if getattr(model, "_is_graph_network", False) or type(model).__name__ == "Functional":
-        return
-    try:  # Keras 3 keeps the class private; a subclass of Functional is fine too.
-        from keras.src.models.functional import Functional
-
-        if isinstance(model, Functional):
-            return
-    except ImportError:  # pragma: no cover - layout of a future Keras
-        pass
-    raise TypeError(
-        "DeepEyesCallback needs a model with a symbolic graph (keras.Sequential or a Functional "
-        "keras.Model) so it can tap the inputs and outputs of inner layers. Received a subclassed "
-        f"model of type {type(model).__name__}. Rebuild it as a Functional model "
-        "(inputs = keras.Input(shape); x = layer(inputs); ...; keras.Model(inputs, outputs)) or "
-        "as a keras.Sequential, then pass that to fit()."
-    )
-
-
-def resolve_layers(model, names=None) -> tuple[list, list[str]]:
-    """Picks the analysed layers.
-
-    Args:
-        model: a Sequential or Functional model (it need not be built).
-        names: layer names, or None for every Conv1D, Conv2D and Dense layer.
-
-    Returns:
-        (layers to analyse in model order, names of requested layers that cannot be analysed).
-
-    Raises:
-        ValueError: listing every unknown name with close matches.
-    """
-    check_graph_model(model)
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    by_name = {layer.name: layer for layer in layers}
-    if names is None:
-        chosen = [layer for layer in layers if isinstance(layer, ANALYSABLE_TYPES)]
-        skipped = [layer.name for layer in layers if isinstance(layer, _FILTER_LIKE_TYPES)]
-        if not chosen:
-            raise ValueError(
-                "DeepEyesCallback found no Conv1D, Conv2D or Dense layer to analyse in model "
-                f"{model.name!r} (layers: {[layer.name for layer in layers]}). Pass layers=[...] "
-                "with the names of the layers to analyse."
-            )
-        return chosen, skipped
-    unknown = [n for n in names if n not in by_name]
-    if unknown:
-        hints = []
-        for n in unknown:
-            close = difflib.get_close_matches(n, list(by_name), n=3)
-            hints.append(
-                f"{n!r} (did you mean {', '.join(map(repr, close))}?)" if close else repr(n)
-            )
-        raise ValueError(
-            f"Invalid value for argument layers: {len(unknown)} name(s) are not layers of model "
-            f"{model.name!r}: {'; '.join(hints)}. Available layers: {list(by_name)}."
-        )
-    wanted = set(names)
-    chosen = [layer for layer in layers if layer.name in wanted]
-    skipped = [layer.name for layer in chosen if not isinstance(layer, ANALYSABLE_TYPES)]
-    chosen = [layer for layer in chosen if isinstance(layer, ANALYSABLE_TYPES)]
-    if not chosen:
-        raise ValueError(
-            f"None of the requested layers {list(names)} can be analysed: DeepEyes analyses "
-            "Conv1D, Conv2D and Dense layers."
-        )
-    return chosen, skipped
+from deepeyes_keras.record.geometry import input_space_maps, layer_windows
+from deepeyes_keras.record.patches import extract_input_patches, extract_windows
+from deepeyes_keras.record.reservoir import Reservoir
+from deepeyes_keras.record.statistics import LayerStatistics
 
 
 def labels_from_targets(y, n_labels: int) -> tf.Tensor:
@@ -124,8 +44,20 @@ def labels_from_targets(y, n_labels: int) -> tf.Tensor:
     return tf.where((labels >= 0) & (labels < n_labels), labels, -1)
 
 
-class _LayerTap:
-    """Static facts about one analysed layer, computed once from the built model."""
+class LayerTap:
+    """Static facts about one analysed layer, computed once from the built model.
+
+    Attributes:
+        index: position among the analysed layers (its run-directory key is ``L<index>``).
+        layer, name: the Keras layer and its name.
+        in_shape, out_shape: the layer's input and output shapes, batch axis first.
+        windows: its kernel window per spatial axis (``layer_windows``).
+        grid: output positions per spatial axis; ``()`` for a dense layer.
+        n_filters: channels (conv) or units (dense).
+        descriptor_size: values in one neuronal receptive field.
+        space_map: the input-space box per spatial axis (``input_space_maps``); None or ``()``
+            when the patch is the whole input.
+    """
 
     def __init__(self, index: int, layer, space_map):
         self.index = index
@@ -140,7 +72,7 @@ class _LayerTap:
             )
         self.in_shape = in_shape
         self.out_shape = out_shape
-        self.windows = rf.layer_windows(layer, in_shape)
+        self.windows = layer_windows(layer, in_shape)
         self.grid = tuple(int(s) for s in out_shape[1:-1])
         self.n_filters = int(out_shape[-1])
         self.descriptor_size = (
@@ -152,6 +84,7 @@ class _LayerTap:
 
     @property
     def kind(self) -> str:
+        """``"dense"``, ``"conv2d"`` or ``"conv1d"``."""
         if isinstance(self.layer, keras.layers.Dense):
             return "dense"
         return "conv2d" if len(self.grid) == 2 else "conv1d"
@@ -169,7 +102,7 @@ class Recorder:
 
     Args:
         model: the built model being trained.
-        layers: the analysed layers (from :func:`resolve_layers`).
+        layers: the analysed layers (from :func:`deepeyes_keras.record.selection.resolve_layers`).
         images_per_step: images of the batch captured per step (chosen at random).
         positions_per_image: random positions sampled per image in conv layers (with replacement).
         reservoir_size: instances kept per layer for the maps.
@@ -205,13 +138,21 @@ class Recorder:
         self.seed = int(seed)
         self.input_shape = tuple(int(s) for s in model.inputs[0].shape[1:])
         self.input_dtype = model.inputs[0].dtype
-        maps = rf.input_space_maps(model, [layer.name for layer in layers])
-        self.taps = [_LayerTap(i, layer, maps.get(layer.name)) for i, layer in enumerate(layers)]
+        maps = input_space_maps(model, [layer.name for layer in layers])
+        self.taps = [LayerTap(i, layer, maps.get(layer.name)) for i, layer in enumerate(layers)]
         outputs = []
         for layer in layers:
             outputs += [layer.input, layer.output]
         self.tap_model = keras.Model(model.inputs, outputs, name="deepeyes_taps")
 
+        self._make_capture_variables(strategy)
+        self.stats, self.reservoirs = [], []
+        for tap in self.taps:
+            self.stats.append(self._make_statistics(tap))
+            self.reservoirs.append(self._make_reservoir(tap, reservoir_size))
+        self.measure = tf.function(self._measure, jit_compile=jit_compile)
+
+    def _make_capture_variables(self, strategy) -> None:
         k = self.images_per_step
         replicated = strategy is not None and _is_distributed(strategy)
         with strategy.scope() if replicated else _no_scope():
@@ -223,33 +164,28 @@ class Recorder:
             )
             self.captured_y = _capture_variable("deepeyes/captured_y", tf.fill([k], -1), replicated)
 
-        def variable(name, value):
-            return tf.Variable(value, trainable=False, name=name)
+    def _make_statistics(self, tap: LayerTap) -> LayerStatistics:
+        prefix = f"deepeyes/L{tap.index}/"
+        return LayerStatistics(
+            tap.n_filters, self.n_labels, lambda n, v: _state_variable(prefix + n, v)
+        )
 
-        self.stats, self.reservoirs = [], []
-        for tap in self.taps:
-            prefix = f"deepeyes/L{tap.index}/"
-            self.stats.append(
-                LayerStatistics(
-                    tap.n_filters, self.n_labels, lambda n, v, p=prefix: variable(p + n, v)
-                )
-            )
-            self.reservoirs.append(
-                Reservoir(
-                    reservoir_size,
-                    {
-                        "descriptor": (tap.descriptor_size,),
-                        "activation": (tap.n_filters,),
-                        "patch": self.patch_shape(tap),
-                    },
-                    lambda n, v, p=prefix: variable(p + "reservoir/" + n, v),
-                    lambda var, idx, upd: var.scatter_nd_update(idx, upd),
-                    seed=self.seed * 7919 + tap.index,
-                )
-            )
-        self.measure = tf.function(self._measure, jit_compile=jit_compile)
+    def _make_reservoir(self, tap: LayerTap, reservoir_size: int) -> Reservoir:
+        prefix = f"deepeyes/L{tap.index}/reservoir/"
+        return Reservoir(
+            reservoir_size,
+            {
+                "descriptor": (tap.descriptor_size,),
+                "activation": (tap.n_filters,),
+                "patch": self.patch_shape(tap),
+            },
+            lambda n, v: _state_variable(prefix + n, v),
+            lambda var, idx, upd: var.scatter_nd_update(idx, upd),
+            seed=self.seed * 7919 + tap.index,
+        )
 
-    def patch_shape(self, tap) -> tuple[int, ...]:
+    def patch_shape(self, tap: LayerTap) -> tuple[int, ...]:
+        """Shape of one input-space patch of ``tap`` (the whole input's when it has no box)."""
         if tap.space_map is None or not tap.space_map:
             return self.input_shape
         return tuple(m.size for m in tap.space_map) + (self.input_shape[-1],)
@@ -300,14 +236,14 @@ class Recorder:
             positions = tf.zeros([k, 1], tf.int32)
             acts = tf.reshape(layer_out, [k, tap.n_filters])
             # One instance per image instead of positions_per_image: weight it so dense and
-            # conv layers carry comparable histogram mass (DESIGN.md).
+            # conv layers carry comparable histogram mass.
             weight = float(self.positions_per_image)
         inst_labels = tf.repeat(ys, p)
         stats.update(acts, inst_labels, step, weight=weight)
 
-        descriptors = rf.extract_windows(layer_in, tap.windows, positions)
+        descriptors = extract_windows(layer_in, tap.windows, positions)
         if tap.space_map:
-            patches = rf.extract_input_patches(
+            patches = extract_input_patches(
                 tf.cast(xs, tf.float32), tap.space_map, tap.grid, positions
             )
         else:
@@ -367,6 +303,11 @@ class _no_scope:
 
     def __exit__(self, *exc):
         return False
+
+
+def _state_variable(name, value):
+    # Statistics and reservoirs live outside the replicas (see Recorder).
+    return tf.Variable(value, trainable=False, name=name)
 
 
 def _capture_variable(name, value, replicated):

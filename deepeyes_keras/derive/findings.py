@@ -35,6 +35,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from deepeyes_keras.run.layout import write_json
+from deepeyes_keras.run.reader import load_run
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -260,7 +263,7 @@ def run_findings(run, snapshot_index: int = -1, t: Thresholds = Thresholds()) ->
     }
 
 
-def _summary(result: dict) -> dict:
+def summarize(result: dict) -> dict:
     """The short form shown in reports and on the run page."""
     rows = {}
     for name, f in result["layers"].items():
@@ -284,75 +287,27 @@ def _summary(result: dict) -> dict:
 
 
 def write_findings(run_dir, *, overwrite: bool = False, t: Thresholds = Thresholds()) -> int:
-    """Adds ``findings`` to every snapshot record that lacks them; returns how many were written.
+    """Writes the findings of every snapshot that lacks them; returns how many were written.
 
-    Each snapshot record (``snapshots/step-N.json``) gains a ``findings`` object (the full
-    :func:`run_findings` result) and a ``findings_summary``; the run's latest summary also goes
-    to ``findings.json`` beside the manifest. (The manifest itself is written only by the training
-    process, so two processes never write one file.)
+    The findings stage's own files (:mod:`deepeyes_keras.run.layout`): ``findings/step-N.json``
+    per snapshot (``{"findings": <run_findings result>, "summary": <summarize result>}``) and
+    ``findings.json``, the latest summary. Read them back with ``snapshot.findings`` and
+    ``snapshot.findings_summary``. Snapshot records, which the recorder owns, are never touched.
+    A run of schema 1, whose records hold findings, gets files of its own only with
+    ``overwrite=True`` (its findings still load from the records).
     """
-    from deepeyes_keras.reader import load_run
-    from deepeyes_keras.store import read_json, write_json
-
     run = load_run(run_dir)
     written = 0
     for i, snap in enumerate(run.snapshots):
-        if "findings" in snap.record and not overwrite:
+        if snap.findings is not None and not overwrite:
             continue
         result = run_findings(run, i, t)
-        path = run.path / next(
-            s["file"] for s in run.manifest["snapshots"] if s["step"] == snap.step
+        write_json(
+            run.layout.findings(snap.step), {"findings": result, "summary": summarize(result)}
         )
-        record = read_json(path)
-        record["findings"] = result
-        record["findings_summary"] = _summary(result)
-        write_json(path, record)
-        snap.record.update(findings=result, findings_summary=record["findings_summary"])
         written += 1
-    if run.snapshots and "findings" in run.snapshots[-1].record:
-        write_json(run.path / "findings.json", run.snapshots[-1].record["findings_summary"])
+    if run.snapshots and written:
+        last = run.snapshots[-1]
+        if last.findings_summary is not None:
+            write_json(run.layout.latest_findings, last.findings_summary)
     return written
-
-
-def format_report(summary: dict) -> str:
-    """A readable terminal table of a findings summary."""
-    header = (
-        "layer",
-        "filters",
-        "stable since",
-        "dead",
-        "always on",
-        "undetected",
-        "redundant grp",
-        "suggest width",
-        "k-NN sep.",
-    )
-    rows = [header]
-    for name, r in summary["layers"].items():
-        rows.append(
-            (
-                name,
-                str(r["n_filters"]),
-                "-" if r["stable_since_step"] is None else f"step {r['stable_since_step']}",
-                str(r["dead"]),
-                str(r["always_on"]),
-                f"{100 * r['undetected_share']:.0f}%",
-                str(r["redundant_groups"]),
-                str(r["suggested_width"]),
-                "-" if r["separability"] is None else f"{r['separability']:.3f}",
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    out = [f"DeepEyes findings at step {summary['step']}", ""] + lines
-    if summary["suggestions"] or summary["suggested_widths"]:
-        out.append("")
-        for name, width in summary["suggested_widths"].items():
-            out.append(f"- T4: {name} looks oversized; suggested width {width}")
-        for s in summary["suggestions"]:
-            out.append(f"- {s['task']}: {s['text']}")
-    return "\n".join(out)

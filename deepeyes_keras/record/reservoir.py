@@ -1,10 +1,11 @@
-"""A bounded, seeded reservoir of receptive-field instances, updated inside the train step.
+"""A bounded, seeded reservoir of receptive-field instances, updated inside compiled TF code.
 
 Classic reservoir sampling (Vitter's algorithm R) done for a whole batch of m candidates at once
-with static shapes, so it can live in a compiled (even XLA) train step: candidate number t (over
-the whole run) takes slot t while the reservoir is filling, afterwards slot j ~ U{0..t} when
-j < capacity. Rejected candidates, and candidates that lose a slot to a later candidate of the
-same batch, are written to a spare row at index ``capacity`` that is never read.
+with static shapes, so it can live in the recorder's compiled (even XLA) measurement
+(``deepeyes_keras/record/recorder.py``): candidate number t (over the whole run) takes slot t
+while the reservoir is filling, afterwards slot j ~ U{0..t} when j < capacity. Rejected candidates,
+and candidates that lose a slot to a later candidate of the same batch, are written to a spare row
+at index ``capacity`` that is never read.
 
 Every accepted instance gets a unique, increasing id (``uid`` = t), so the snapshot writer can
 store each instance once and later snapshots only list which ids the reservoir holds.
@@ -27,7 +28,7 @@ class Reservoir:
             ``{"descriptor": (D,), "activation": (F,), "patch": (5, 5, 1)}``.
         make_variable: factory ``(name, initial_value) -> tf.Variable``.
         scatter: ``(variable, indices, updates) -> None`` writing rows (differs for replicated
-            variables, see ``taps.py``).
+            variables, see ``deepeyes_keras/record/recorder.py``).
         seed: integer seed; candidates' random draws derive from (seed, step).
     """
 

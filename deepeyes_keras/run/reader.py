@@ -1,6 +1,8 @@
 """Reading a run directory back: :func:`load_run`.
 
-Needs only NumPy (no TensorFlow), so the site builder and notebooks can use it.
+Needs only NumPy (no TensorFlow), so the site builder, the derived stages and notebooks can use
+it. Reads every schema up to :data:`~deepeyes_keras.run.layout.SCHEMA_VERSION` (schema 1 kept its
+findings inside the snapshot records; see :mod:`deepeyes_keras.run.layout`).
 
 Example:
     >>> run = load_run("deepeyes_runs/20261123-101500-lenet")     # doctest: +SKIP
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepeyes_keras.store import MANIFEST, SCHEMA_VERSION, read_json
+from deepeyes_keras.run.layout import MANIFEST, SCHEMA_VERSION, RunLayout, read_json, read_npz
 
 ARRAY_FIELDS = (
     "max_activation",
@@ -67,7 +69,7 @@ class LayerSnapshot:
     """The statistics of one layer at one snapshot, as NumPy arrays (loaded on first use)."""
 
     def __init__(self, snapshot: Snapshot, info: dict, record: dict):
-        self._snapshot = snapshot
+        self.snapshot = snapshot
         self.info = info
         self.name = info["name"]
         self.key = info["key"]
@@ -76,12 +78,12 @@ class LayerSnapshot:
 
     def __getattr__(self, field):
         if field in ARRAY_FIELDS:
-            return self._snapshot._array(f"{self.key}.{field}")
+            return self.snapshot.array(f"{self.key}.{field}")
         raise AttributeError(field)
 
     @property
     def samples(self) -> Samples:
-        return self._snapshot._run._samples(self.key, self.reservoir_uids)
+        return self.snapshot.run.samples(self.key, self.reservoir_uids)
 
     @property
     def maps(self) -> dict[str, np.ndarray] | None:
@@ -90,21 +92,18 @@ class LayerSnapshot:
         Keys: ``uid`` and ``xy`` (input-map points: reservoir instance ids and 2-D positions),
         ``filter_xy``, ``filter_label`` (-1: never fired), ``filter_strength``.
         """
-        path = self._snapshot._run.path / "maps" / self.key / f"step-{self._snapshot.step:08d}.npz"
-        if not path.is_file():
-            return None
-        with np.load(path) as data:
-            return {k: data[k] for k in data.files}
+        path = self.snapshot.run.layout.maps(self.key, self.snapshot.step)
+        return read_npz(path) if path.is_file() else None
 
     def __repr__(self) -> str:
-        return f"LayerSnapshot({self.name!r}, step={self._snapshot.step})"
+        return f"LayerSnapshot({self.name!r}, step={self.snapshot.step})"
 
 
 class Snapshot:
     """One snapshot: ``step``, ``epoch``, ``metrics`` and ``layers[name]``."""
 
     def __init__(self, run: Run, record: dict):
-        self._run = run
+        self.run = run
         self.record = record
         self.step = int(record["step"])
         self.epoch = record.get("epoch")
@@ -116,7 +115,7 @@ class Snapshot:
             for info in run.manifest["analysed_layers"]
         }
 
-    def _array(self, name: str) -> np.ndarray:
+    def array(self, name: str) -> np.ndarray:
         """One array of this snapshot, read on first use and kept.
 
         Only the arrays asked for are read: a reader that wants the perplexity histograms of every
@@ -124,9 +123,34 @@ class Snapshot:
         is 1 MB per snapshot).
         """
         if name not in self._loaded:
-            with np.load(self._run.path / self.record["arrays"]) as data:
+            with np.load(self.run.path / self.record["arrays"]) as data:
                 self._loaded[name] = data[name]
         return self._loaded[name]
+
+    @property
+    def findings(self) -> dict | None:
+        """The findings T1-T5 at this snapshot (with their evidence), or None if not computed.
+
+        Written by the findings stage (:mod:`deepeyes_keras.derive.findings`); runs of schema 1
+        held them in the snapshot record, which is read instead.
+        """
+        stored = self._stored_findings()
+        return stored.get("findings") if stored else self.record.get("findings")
+
+    @property
+    def findings_summary(self) -> dict | None:
+        """The findings in short (one row per layer and the suggestions), or None."""
+        stored = self._stored_findings()
+        return stored.get("summary") if stored else self.record.get("findings_summary")
+
+    def _stored_findings(self) -> dict | None:
+        path = self.run.layout.findings(self.step)
+        if not path.is_file():
+            return None
+        try:
+            return read_json(path)
+        except (OSError, ValueError):  # being replaced right now, or damaged: treat as missing
+            return None
 
     def __repr__(self) -> str:
         return f"Snapshot(step={self.step})"
@@ -137,6 +161,7 @@ class Run:
 
     def __init__(self, path: Path, manifest: dict, snapshots: list[Snapshot] | None = None):
         self.path = Path(path)
+        self.layout = RunLayout(self.path)
         self.manifest = manifest
         self.name = manifest.get("run_name", self.path.name)
         self.status = manifest.get("status")
@@ -148,6 +173,30 @@ class Run:
     def layer_names(self) -> list[str]:
         return [info["name"] for info in self.manifest["analysed_layers"]]
 
+    @property
+    def model_config(self) -> dict | None:
+        """The recorded model's Keras architecture and compile config (``model.json``), or None."""
+        return self._optional_json(self.layout.model_config)
+
+    @property
+    def proposal(self) -> dict | None:
+        """The redesign proposal written by ``deepeyes redesign``, or None."""
+        return self._optional_json(self.layout.proposal)
+
+    @property
+    def verification(self) -> dict | None:
+        """The retrained comparison written by ``deepeyes redesign --verify``, or None."""
+        return self._optional_json(self.layout.verification)
+
+    @staticmethod
+    def _optional_json(path: Path) -> dict | None:
+        if not path.is_file():
+            return None
+        try:
+            return read_json(path)
+        except (OSError, ValueError):  # being replaced or damaged: treat as missing
+            return None
+
     def metrics(self) -> dict[str, list]:
         """Training logs of every recorded step, concatenated over snapshots."""
         merged: dict[str, list] = {}
@@ -156,7 +205,8 @@ class Run:
                 merged.setdefault(name, []).extend(values)
         return merged
 
-    def _samples(self, key: str, uids: np.ndarray) -> Samples:
+    def samples(self, key: str, uids: np.ndarray) -> Samples:
+        """The stored reservoir instances of layer ``key`` with the given ids, in that order."""
         index = self._chunk_index(key)
         rows = np.searchsorted(index["uid"], uids)
         rows = np.clip(rows, 0, max(len(index["uid"]) - 1, 0))
@@ -171,9 +221,8 @@ class Run:
     def _chunk_index(self, key: str) -> dict[str, np.ndarray]:
         if key not in self._chunks:
             parts = []
-            for path in sorted((self.path / "samples" / key).glob("entries-*.npz")):
-                with np.load(path) as data:
-                    parts.append({k: data[k] for k in data.files})
+            for path in self.layout.sample_chunks(key):
+                parts.append(read_npz(path))
             if parts:
                 merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
                 order = np.argsort(merged["uid"], kind="stable")
@@ -201,7 +250,7 @@ def load_run(path) -> Run:
         A :class:`Run` whose ``snapshots`` are ordered by step.
     """
     path = Path(path)
-    manifest_path = path / MANIFEST
+    manifest_path = RunLayout(path).manifest
     if not manifest_path.is_file():
         raise FileNotFoundError(
             f"{str(path)!r} is not a DeepEyes run directory: it has no {MANIFEST}. Pass the "

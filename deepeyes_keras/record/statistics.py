@@ -1,9 +1,11 @@
 """The paper's per-layer statistics as TensorFlow ops, accumulated progressively.
 
-Every function here runs inside the compiled Keras train step (see ``taps.py``), so shapes stay
-static and nothing loops over samples in Python. The running sums live in ``tf.Variable``s owned
-by :class:`LayerStatistics`; :func:`finalize` turns a NumPy copy of them into the numbers the
-user reads (DESIGN.md section 2 defines each one).
+Every function here runs inside the recorder's compiled measurement
+(``deepeyes_keras/record/recorder.py``), so shapes stay static and nothing loops over samples in
+Python. The running sums live in ``tf.Variable``s owned by :class:`LayerStatistics`;
+:func:`finalize` turns a NumPy copy of them into the numbers the user reads (each one is defined
+in ``viewer_site/reference/run-format.md``; ``viewer_site/reference/sampling.md`` tells how they
+are sampled).
 
 All statistics use activations clamped at zero. Non-finite activations are replaced by zero and
 counted, so a diverging network never crashes the recorder.
@@ -14,9 +16,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-N_BINS = 30
-BETA = 0.5  # frequency threshold, fraction of the running max (paper)
-THETA = 0.8  # reliability threshold, fraction of the running max (paper)
+from deepeyes_keras.run.layout import BETA, N_BINS, THETA
+
 # Bound on the (chunk x F x F) temporary of the pairwise |a_i - a_j| sums, in elements.
 _PAIRWISE_CHUNK_ELEMENTS = 1 << 22
 # Work budget of the pairwise sums per update, in m x F x F elements: wide layers use only the
@@ -100,7 +101,7 @@ class LayerStatistics:
         n_filters: F, the number of channels or units.
         n_labels: d, the number of classes (label sums are kept for labels 0..d-1).
         make_variable: factory ``(name, initial_value) -> tf.Variable`` so the caller decides the
-            distribution policy (see ``taps.py``).
+            distribution policy (see ``deepeyes_keras/record/recorder.py``).
     """
 
     FIELDS = (

@@ -1,37 +1,26 @@
 """2-D embeddings behind DeepEyes' input map and filter map, and the perplexity of an instance.
 
-Plain NumPy / scikit-learn / openTSNE, following DESIGN.md section 2. The site build and the worker
+Plain NumPy / scikit-learn / openTSNE (run by :mod:`deepeyes_keras.derive.tsne`), following the
+definitions in viewer_site/reference/maps-and-views.md. The site build and the worker
 that computes maps run without TensorFlow, so this module never imports it (nor Keras).
 """
 
 from __future__ import annotations
 
 import numbers
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from deepeyes_keras.derive import tsne
+
 __all__ = ["FilterMap", "carry_layout", "filter_map", "input_map", "perplexity_of"]
 
 ProgressFn = Callable[[float, str], object]
 
-_METHODS = ("auto", "opentsne", "sklearn")
-# Threads of one embedding. The maps worker sets DEEPEYES_MAP_THREADS for its process; 2 suits
-# the 2-core machines this was tuned on (more threads only add contention there).
-_N_JOBS = max(1, int(os.environ.get("DEEPEYES_MAP_THREADS", "2") or 2))
 # Below 4 points a t-SNE cannot calibrate: the perplexity rule (n - 1) / 3 would fall below 1.
 _MIN_TSNE_POINTS = 4
-_EARLY_ITERS, _EARLY_FACTOR = 250, 12.0  # openTSNE's and scikit-learn's early exaggeration
-# Exact neighbours beat Annoy in speed up to ~10k points, and make the affinities deterministic.
-_EXACT_NEIGHBOURS_MAX = 10_000
-# openTSNE's FFT gradient costs O(n) but has a large constant; Barnes-Hut wins on small sets.
-_FFT_FROM = 10_000
-# Initial layouts are scaled as openTSNE scales its PCA initialisation (std 1e-4 on the first axis)
-# with 1% seeded jitter, so duplicate points never coincide exactly (Barnes-Hut trees would split
-# space forever trying to separate them).
-_INIT_STD, _JITTER = 1e-4, 0.01
 
 
 def perplexity_of(activations: np.ndarray) -> np.ndarray:
@@ -124,7 +113,7 @@ def input_map(
     _check_int(seed, "seed", minimum=0)
     _check_int(n_iter, "n_iter", minimum=1)
     _check_int(early_iter, "early_iter", minimum=0)
-    backend = _resolve_method(method)
+    backend = tsne.resolve_method(method)
     if progress is not None and not callable(progress):
         raise TypeError(
             f"Invalid value for argument progress. Received: {type(progress).__name__}. "
@@ -137,16 +126,20 @@ def input_map(
         report(1.0, "input map: too few distinct points for t-SNE, trivial layout")
         if start is not None:
             return start.copy()
-        return _pca_coords(x, seed) if n < _MIN_TSNE_POINTS else np.zeros((n, 2))
+        return tsne.pca_coords(x, seed) if n < _MIN_TSNE_POINTS else np.zeros((n, 2))
 
-    y0 = _small_init(_pca_coords(x, seed) if start is None else start, seed)
+    y0 = tsne.small_init(tsne.pca_coords(x, seed) if start is None else start, seed)
     used = min(float(perplexity), (n - 1) / 3.0)
     report(0.0, f"input map: {n} points, perplexity {used:g}, {backend}")
     if backend == "opentsne":
-        xy = _opentsne(x, "euclidean", used, y0, seed, _input_phases(early_iter, n_iter), report)
+        xy = tsne.run_opentsne(
+            x, "euclidean", used, y0, seed, tsne.input_phases(early_iter, n_iter), report
+        )
     else:
         # scikit-learn always runs its 250 early-exaggeration iterations (its minimum).
-        xy = _sklearn(x, "euclidean", used, y0, seed, _EARLY_FACTOR, _EARLY_ITERS + n_iter)
+        xy = tsne.run_sklearn(
+            x, "euclidean", used, y0, seed, tsne.EARLY_FACTOR, tsne.EARLY_ITERS + n_iter
+        )
     report(1.0, "input map: done")
     return xy
 
@@ -204,7 +197,7 @@ def carry_layout(
     if not fresh.any():
         return out
     if len(prev_keys) == 0:
-        return _pca_coords(x_new, 0)
+        return tsne.pca_coords(x_new, 0)
     if prev_descriptors is not None:
         ref = np.nan_to_num(_as_float_matrix(prev_descriptors, "prev_descriptors"))
         if ref.shape != (len(prev_keys), x_new.shape[1]):
@@ -216,7 +209,7 @@ def carry_layout(
     elif shared.any():
         ref, ref_xy = x_new[shared], out[shared]
     else:
-        pca = _pca_coords(x_new, 0)
+        pca = tsne.pca_coords(x_new, 0)
         spread = pca.std(axis=0)
         return pca * (prev_xy.std(axis=0) / np.where(spread > 0, spread, 1.0)) + prev_xy.mean(0)
     from sklearn.neighbors import NearestNeighbors
@@ -306,8 +299,8 @@ def filter_map(
     if not np.isfinite(t).all():
         raise ValueError("label_activation contains NaN/inf; pass finite per-label sums.")
     _check_int(seed, "seed", minimum=0)
-    _check_int(n_iter, "n_iter", minimum=_EARLY_ITERS)
-    backend = _resolve_method(method)
+    _check_int(n_iter, "n_iter", minimum=tsne.EARLY_ITERS)
+    backend = tsne.resolve_method(method)
 
     t = np.maximum(t, 0.0)
     fired = t.sum(axis=1) > 0
@@ -318,107 +311,15 @@ def filter_map(
     np.fill_diagonal(phi, 1.0)
     dist = 1.0 - phi
     if n_filters < _MIN_TSNE_POINTS:
-        return FilterMap(_classical_mds(dist), label, strength, 0.0)
+        return FilterMap(tsne.classical_mds(dist), label, strength, 0.0)
     used = min(float(min(n_filters // 3, 30)), (n_filters - 1) / 3.0)
-    y0 = np.random.RandomState(seed).normal(0.0, _INIT_STD, (n_filters, 2))
+    y0 = np.random.RandomState(seed).normal(0.0, tsne.INIT_STD, (n_filters, 2))
     if backend == "opentsne":
-        phases = [(_EARLY_ITERS, 1.0, 0.5), (n_iter - _EARLY_ITERS, 1.0, 0.8)]
-        xy = _opentsne(dist, "precomputed", used, y0, seed, phases, lambda f, m: None)
+        phases = [(tsne.EARLY_ITERS, 1.0, 0.5), (n_iter - tsne.EARLY_ITERS, 1.0, 0.8)]
+        xy = tsne.run_opentsne(dist, "precomputed", used, y0, seed, phases, lambda f, m: None)
     else:
-        xy = _sklearn(dist, "precomputed", used, y0, seed, 1.0, n_iter)
+        xy = tsne.run_sklearn(dist, "precomputed", used, y0, seed, 1.0, n_iter)
     return FilterMap(xy, label, strength, used)
-
-
-def _input_phases(early_iter: int, n_iter: int) -> list[tuple[int, float, float]]:
-    """The input map's phases as (iterations, exaggeration, momentum); empty ones left out."""
-    phases = [(early_iter, _EARLY_FACTOR, 0.8), (n_iter, 1.0, 0.8)]
-    return [phase for phase in phases if phase[0] > 0]
-
-
-def _tsne_embedding(data, metric, perplexity, y0, seed):
-    """openTSNE affinities and starting embedding, with this module's neighbours and gradient."""
-    from openTSNE import TSNEEmbedding, affinity
-
-    n = data.shape[0]
-    neighbours = "exact" if n <= _EXACT_NEIGHBOURS_MAX else "annoy"
-    gradient = "fft" if n >= _FFT_FROM else "bh"
-    jobs = dict(n_jobs=_N_JOBS, random_state=seed)
-    aff = affinity.PerplexityBasedNN(data, perplexity, metric=metric, method=neighbours, **jobs)
-    return TSNEEmbedding(y0, aff, negative_gradient_method=gradient, **jobs)
-
-
-def _opentsne(data, metric, perplexity, y0, seed, phases, report) -> np.ndarray:
-    emb = _tsne_embedding(data, metric, perplexity, y0, seed)
-    total, done = sum(p[0] for p in phases), 0
-    for iters, factor, momentum in phases:
-
-        def tick(iteration, error, embedding, offset=done):
-            # Returns None on purpose: a truthy return makes openTSNE stop optimising.
-            step = offset + iteration
-            report(0.05 + 0.95 * step / total, f"t-SNE iteration {step} of {total}")
-
-        hooks = dict(callbacks=tick, callbacks_every_iters=max(1, total // 10), inplace=True)
-        emb = emb.optimize(iters, exaggeration=factor, momentum=momentum, **hooks)
-        done += iters
-    return np.array(emb, dtype=np.float64)
-
-
-def _sklearn(data, metric, perplexity, y0, seed, early, max_iter) -> np.ndarray:
-    from sklearn.manifold import TSNE
-
-    schedule = dict(perplexity=perplexity, early_exaggeration=early, max_iter=max_iter)
-    tsne = TSNE(2, metric=metric, init=y0.copy(), random_state=seed, n_jobs=_N_JOBS, **schedule)
-    # Copies: scikit-learn optimises ``init`` in place and may square a precomputed matrix in place.
-    return np.asarray(tsne.fit_transform(data.copy()), dtype=np.float64)
-
-
-def _resolve_method(method: str) -> str:
-    if method not in _METHODS:
-        raise ValueError(
-            f"Invalid value for argument method. Received: method={method!r}. "
-            f"Expected one of {_METHODS}."
-        )
-    try:
-        import openTSNE  # noqa: F401
-    except ImportError as exc:
-        if method == "opentsne":
-            raise ImportError(
-                "method='opentsne' needs `pip install openTSNE`; or pass 'sklearn'."
-            ) from exc
-        return "sklearn"
-    return "opentsne" if method == "auto" else method
-
-
-def _pca_coords(x: np.ndarray, seed: int) -> np.ndarray:
-    """First two principal coordinates, zero-padded; exact distances for up to 3 points."""
-    out = np.zeros((x.shape[0], 2))
-    centred = x - x.mean(axis=0) if x.size else x
-    if not centred.any():
-        return out
-    from sklearn.decomposition import PCA
-
-    k = min(2, *centred.shape)
-    out[:, :k] = PCA(n_components=k, random_state=seed).fit_transform(centred)
-    return out
-
-
-def _small_init(y: np.ndarray, seed: int) -> np.ndarray:
-    rng = np.random.RandomState(seed)
-    y = y - y.mean(axis=0)
-    scale = y[:, 0].std() or y.std()
-    if scale == 0:
-        return rng.normal(0.0, _INIT_STD, y.shape)
-    return y * (_INIT_STD / scale) + rng.normal(0.0, _INIT_STD * _JITTER, y.shape)
-
-
-def _classical_mds(dist: np.ndarray) -> np.ndarray:
-    n = dist.shape[0]
-    centring = np.eye(n) - 1.0 / n
-    values, vectors = np.linalg.eigh(-0.5 * centring @ (dist**2) @ centring)
-    top = np.argsort(values)[::-1][:2]
-    out = np.zeros((n, 2))
-    out[:, : len(top)] = vectors[:, top] * np.sqrt(np.maximum(values[top], 0.0))
-    return out
 
 
 def _as_float_matrix(value, name: str, *, allow_empty: bool = False, rows=None) -> np.ndarray:

@@ -144,3 +144,18 @@ def patch_thumbnail(patch: np.ndarray, *, max_side: int = 32) -> str | None:
         reps = max(1, -(-(max_side // 4) // (img.shape[0] * scale)))
         img = np.repeat(img, reps, axis=0)
     return data_url(img, scale=scale)
+
+
+class ThumbnailCache:
+    """PNG data URLs of reservoir instances, made once per instance (they never change)."""
+
+    def __init__(self):
+        self._urls: dict[tuple[str, int], str | None] = {}
+
+    def get(self, key: str, uid: np.ndarray, patches: np.ndarray) -> list[str | None]:
+        out = []
+        for u, patch in zip(uid.tolist(), patches, strict=True):
+            if (key, u) not in self._urls:
+                self._urls[(key, u)] = patch_thumbnail(np.asarray(patch, np.float32))
+            out.append(self._urls[(key, u)])
+        return out

@@ -1,39 +1,45 @@
-"""DeepEyesCallback: record the paper's statistics while ``fit`` runs."""
+"""DeepEyesCallback: record the paper's statistics while ``fit`` runs.
+
+The callback checks its arguments (``deepeyes_keras/record/arguments.py``) and the layers to
+analyse (``deepeyes_keras/record/selection.py``), and wraps the model's train step so that the
+recorder (``deepeyes_keras/record/recorder.py``) captures a few images of each batch. It measures
+them on the steps that ``deepeyes_keras/record/schedule.py`` picks and, on snapshot steps, writes
+a snapshot (``deepeyes_keras/record/snapshot.py``) into the run directory through
+``deepeyes_keras/run/writer.py``; ``deepeyes_keras/record/describe.py`` builds the manifest's
+description of the run and model. How it samples is told in ``viewer_site/reference/sampling.md``.
+
+Example:
+    >>> model.fit(x, y, epochs=2, callbacks=[DeepEyesCallback()])   # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
 import os
-import platform
-import sys
 import time
 import warnings
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from deepeyes_keras import __version__
-from deepeyes_keras.statistics import BETA, N_BINS, THETA, finalize
-from deepeyes_keras.store import RunWriter
-from deepeyes_keras.taps import Recorder, check_graph_model, resolve_layers
-
-_EARLY_SNAPSHOTS = (10, 20, 40, 80)
-_FLOAT16_MAX = float(np.finfo(np.float16).max)
-
-
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(
-            f"Invalid value for argument {name}. Received: {name}={value!r}. "
-            f"Expected an integer >= {minimum}."
-        )
-    return int(value)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+from deepeyes_keras.record.arguments import (
+    check_bool,
+    check_layers,
+    check_log_dir,
+    check_positive_int,
+    check_probe_data,
+    check_run_name,
+    check_snapshot_every,
+)
+from deepeyes_keras.record.describe import model_config, model_manifest, run_manifest, utc_now
+from deepeyes_keras.record.recorder import Recorder
+from deepeyes_keras.record.schedule import is_measured_step, is_snapshot_step
+from deepeyes_keras.record.selection import check_graph_model, resolve_layers
+from deepeyes_keras.record.snapshot import SnapshotAssembler, snapshot_record
+from deepeyes_keras.run.layout import is_run_dir
+from deepeyes_keras.run.writer import RunWriter
 
 
 def maps_during_training_default() -> bool:
@@ -47,8 +53,8 @@ class DeepEyesCallback(keras.callbacks.Callback):
 
     Per training step, a few images of the batch are picked at random (seeded) inside the compiled
     train step; one cached sub-model returns the input and output of every analysed layer; random
-    positions are sampled in conv layers; the statistics of DESIGN.md (perplexity histograms, max
-    and frequency activation, reliability, weighted Jaccard sums, per-label sums) are updated as
+    positions are sampled in conv layers; the statistics (perplexity histograms, max and
+    frequency activation, reliability, weighted Jaccard sums, per-label sums) are updated as
     TensorFlow ops and a bounded reservoir keeps instances for the input map. Snapshots are written
     atomically to ``log_dir/run_name``; read them with :func:`deepeyes_keras.load_run`.
 
@@ -59,7 +65,8 @@ class DeepEyesCallback(keras.callbacks.Callback):
         snapshot_every: ``"auto"`` (steps 10, 20, 40, 80, then every 100) or an integer number of
             steps. A snapshot is also written when training ends.
         sample_every: measure on every n-th training step (1 = every step, as the paper's code).
-            Sampling fewer steps keeps the cost of watching low; see docs/overhead.
+            Sampling fewer steps keeps the cost of watching low (see the benchmarks page,
+            ``viewer_site/reference/benchmarks.md``).
         dense_steps: also measure on each of the first ``dense_steps`` steps, when the network
             changes fastest.
         images_per_step: images of the batch (chosen at random) measured on a sampled step.
@@ -107,75 +114,22 @@ class DeepEyesCallback(keras.callbacks.Callback):
         verbose=1,
     ):
         super().__init__()
-        if not isinstance(log_dir, str | Path) or not str(log_dir):
-            raise ValueError(
-                f"Invalid value for argument log_dir. Received: log_dir={log_dir!r}. "
-                "Expected a directory path."
-            )
-        if run_name is not None and (
-            not isinstance(run_name, str)
-            or not run_name.strip()
-            or "/" in run_name
-            or "\\" in run_name
-        ):
-            raise ValueError(
-                f"Invalid value for argument run_name. Received: run_name={run_name!r}."
-                " Expected a non-empty name without path separators."
-            )
-        if layers is not None:
-            if isinstance(layers, str) or not all(isinstance(n, str) for n in layers):
-                raise ValueError(
-                    f"Invalid value for argument layers. Received: layers={layers!r}. "
-                    "Expected a list of layer names, e.g. layers=['conv1', 'fc1']."
-                )
-            layers = list(layers)
-            if not layers:
-                raise ValueError(
-                    "Invalid value for argument layers. Received: layers=[]. "
-                    "Expected at least one layer name, or None for the default."
-                )
-        if snapshot_every != "auto":
-            _positive_int("snapshot_every", snapshot_every)
-        if probe_data is not None:
-            if not isinstance(probe_data, tuple | list) or len(probe_data) != 2:
-                raise ValueError(
-                    "Invalid value for argument probe_data. Expected a tuple (x, y) of "
-                    f"arrays. Received: {type(probe_data).__name__}."
-                )
-            if len(probe_data[0]) != len(probe_data[1]) or len(probe_data[0]) == 0:
-                raise ValueError(
-                    "Invalid value for argument probe_data: x and y must be non-empty "
-                    f"and of equal length; got {len(probe_data[0])} and "
-                    f"{len(probe_data[1])}."
-                )
-        self.log_dir = Path(log_dir)
-        self.run_name = run_name
-        self.layers = layers
-        self.snapshot_every = snapshot_every
-        self.sample_every = _positive_int("sample_every", sample_every)
-        self.dense_steps = _positive_int("dense_steps", dense_steps, minimum=0)
-        self.images_per_step = _positive_int("images_per_step", images_per_step)
-        self.positions_per_image = _positive_int("positions_per_image", positions_per_image)
-        self.reservoir_size = _positive_int("reservoir_size", reservoir_size)
-        self.probe_data = probe_data
-        self.seed = _positive_int("seed", seed, minimum=0)
-        if not isinstance(jit_compile, bool):
-            raise ValueError(
-                "Invalid value for argument jit_compile. Received: "
-                f"jit_compile={jit_compile!r}. Expected True or False."
-            )
-        if not isinstance(maps, bool):
-            raise ValueError(
-                f"Invalid value for argument maps. Received: maps={maps!r}. Expected True or False."
-            )
-        if maps_during_training is not None and not isinstance(maps_during_training, bool):
-            raise ValueError(
-                "Invalid value for argument maps_during_training. Received: "
-                f"maps_during_training={maps_during_training!r}. Expected True, False or None."
-            )
-        self.maps = maps
-        self.maps_during_training = maps_during_training
-        self.jit_compile = jit_compile
+        self.log_dir = check_log_dir(log_dir)
+        self.run_name = check_run_name(run_name)
+        self.layers = check_layers(layers)
+        self.snapshot_every = check_snapshot_every(snapshot_every)
+        self.probe_data = check_probe_data(probe_data)
+        self.sample_every = check_positive_int("sample_every", sample_every)
+        self.dense_steps = check_positive_int("dense_steps", dense_steps, minimum=0)
+        self.images_per_step = check_positive_int("images_per_step", images_per_step)
+        self.positions_per_image = check_positive_int("positions_per_image", positions_per_image)
+        self.reservoir_size = check_positive_int("reservoir_size", reservoir_size)
+        self.seed = check_positive_int("seed", seed, minimum=0)
+        self.jit_compile = check_bool("jit_compile", jit_compile)
+        self.maps = check_bool("maps", maps)
+        self.maps_during_training = check_bool(
+            "maps_during_training", maps_during_training, allow_none=True
+        )
         self.verbose = verbose
         self._reset()
 
@@ -192,9 +146,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
         self._pending_metrics: dict[str, list] = {}
         self._pending_epochs: list[dict] = []
         self._last_snapshot_step = 0
-        self._prev_hist: dict[int, np.ndarray] = {}
-        self._prev_interval: dict[int, np.ndarray] = {}
-        self._written_uid: dict[int, int] = {}
+        self._snapshots = SnapshotAssembler()
         self._fit_start = None
         self._map_worker = None
         self._seen_step = 0
@@ -229,16 +181,17 @@ class DeepEyesCallback(keras.callbacks.Callback):
         self._fit_start = time.perf_counter()
         if self._writer is None and self._is_writer:
             run_dir = self._choose_run_dir()
-            if (run_dir / "manifest.json").exists():
+            if is_run_dir(run_dir):
                 raise FileExistsError(
                     f"DeepEyesCallback: run directory {str(run_dir)!r} already holds a run. Pass "
                     "another run_name (or none, for a dated name), or delete that directory. "
                     "(Calling fit again with the same callback continues its run.)"
                 )
             writer = RunWriter(run_dir)
+            # Fails here, before any step, if the directory is unwritable.
             writer.open(
-                self._manifest_base(writer.run_dir.name)
-            )  # fails here, before any step, if unwritable
+                run_manifest(writer.run_dir.name, self._recorded_model.name, self._settings())
+            )
             self._writer = writer
             if self.verbose:
                 names = [layer.name for layer in self._layers]
@@ -261,9 +214,13 @@ class DeepEyesCallback(keras.callbacks.Callback):
         # With steps_per_execution > 1 several steps pass between two calls: act when a sampled
         # or snapshot step lies in (previous step, step].
         previous, self._seen_step = self._seen_step, step
-        if step <= self.dense_steps or _crossed(previous, step, self.sample_every, offset=1):
+        if is_measured_step(
+            previous, step, dense_steps=self.dense_steps, sample_every=self.sample_every
+        ):
             self._recorder.measure()
-        if self._is_snapshot_step(previous, step):
+        if step > self._last_snapshot_step and is_snapshot_step(
+            previous, step, self.snapshot_every
+        ):
             self._snapshot(step)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -285,7 +242,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
                     "background (callback.wait_for_maps() waits for them)."
                 )
         if self._writer is not None:
-            self._writer.set_status("finished", updated=_now())
+            self._writer.set_status("finished", updated=utc_now())
             if self.verbose:
                 n = len(self._writer.manifest["snapshots"])
                 print(f"DeepEyes: {n} snapshots in {self._writer.run_dir}")
@@ -355,110 +312,38 @@ class DeepEyesCallback(keras.callbacks.Callback):
 
     # -- snapshots -----------------------------------------------------------------------------
 
-    def _is_snapshot_step(self, previous: int, step: int) -> bool:
-        if step <= self._last_snapshot_step:
-            return False
-        if self.snapshot_every == "auto":
-            early = any(previous < s <= step for s in _EARLY_SNAPSHOTS)
-            return early or _crossed(previous, step, 100)
-        return _crossed(previous, step, self.snapshot_every)
-
     def _snapshot(self, step: int) -> None:
         if self._writer is None:
             self._last_snapshot_step = step
             return
         began = time.perf_counter()
         if "analysed_layers" not in self._writer.manifest:
-            self._writer.manifest.update(self._manifest_model())
-        state = self._recorder.read(self._written_uid)
+            self._writer.manifest.update(model_manifest(self._recorded_model, self._recorder))
+            self._writer.write_model_config(model_config(self._recorded_model))
+        state = self._recorder.read(self._snapshots.written_uid)
         if state["step"] != step:  # the per-step count drifted (never seen): trust the variable
             step = self._seen_step = state["step"]
-        arrays, samples, layer_records = {}, {}, {}
-        for tap, layer_state in zip(self._recorder.taps, state["layers"], strict=True):
-            key = f"L{tap.index}"
-            stats = finalize(layer_state["stats"], step=step)
-            cumulative = stats.pop("histogram_cumulative")
-            interval = cumulative - self._prev_hist.get(tap.index, 0.0)
-            change = interval - self._prev_interval.get(tap.index, 0.0)
-            self._prev_hist[tap.index] = cumulative
-            self._prev_interval[tap.index] = interval
-            stats["perplexity_histogram"] = interval
-            stats["perplexity_change"] = change
-            stats["histogram_cumulative"] = cumulative
-            stats["reservoir_uids"] = layer_state["reservoir_uids"]
-            for name, value in stats.items():
-                arrays[f"{key}.{name}"] = value
-            samples[key] = self._new_samples(tap, layer_state["new_samples"])
-            raw = layer_state["stats"]
-            layer_records[tap.name] = {
-                "key": key,
-                "instances": int(raw["instances"]),
-                "weighted_instances": float(raw["weighted_instances"]),
-                "nonfinite": int(raw["nonfinite"]),
-                "reservoir_filled": int(len(stats["reservoir_uids"])),
-            }
+        arrays, samples, layers = self._snapshots.assemble(self._recorder, state, step)
         metrics, self._pending_metrics = self._pending_metrics, {}
         epochs, self._pending_epochs = self._pending_epochs, []
-        record = {
-            "step": step,
-            "epoch": self._epoch,
-            "time": _now(),
-            "fit_seconds": time.perf_counter() - (self._fit_start or began),
-            "metrics": metrics,
-            "epoch_logs": epochs,
-            "layers": layer_records,
-        }
+        record = snapshot_record(
+            step=step,
+            epoch=self._epoch,
+            fit_seconds=time.perf_counter() - (self._fit_start or began),
+            metrics=metrics,
+            epoch_logs=epochs,
+            layers=layers,
+        )
         record["read_seconds"] = time.perf_counter() - began
         self._writer.write_snapshot(record, arrays, samples)
         if self.maps:
             if self._map_worker is None or not self._map_worker.accepting:
-                from deepeyes_keras.maps import MapWorker
+                from deepeyes_keras.derive.worker import MapWorker
 
                 self._map_worker = MapWorker(self._writer.run_dir, seed=self.seed)
             self._map_worker.notify(views_only=not self._maps_now())
         self.last_blocking_seconds = time.perf_counter() - began
         self._last_snapshot_step = step
-
-    def _new_samples(self, tap, new) -> dict[str, np.ndarray]:
-        """Reservoir instances not yet written, with their input-space boxes."""
-        if len(new["uid"]):
-            self._written_uid[tap.index] = int(new["uid"].max())
-        positions = new["position"].astype(np.int64)
-        start, size = self._boxes(tap, positions)
-
-        def half(a):
-            a = np.nan_to_num(a, nan=0.0, posinf=_FLOAT16_MAX, neginf=-_FLOAT16_MAX)
-            return np.clip(a, -_FLOAT16_MAX, _FLOAT16_MAX).astype(np.float16)
-
-        return {
-            "uid": new["uid"].astype(np.int64),
-            "step": new["step"].astype(np.int64),
-            "image": new["image"].astype(np.int64),
-            "position": positions,
-            "label": new["label"].astype(np.int32),
-            "box_start": start,
-            "box_size": size,
-            "descriptor": half(new["descriptor"]),
-            "activation": new["activation"].astype(np.float32),
-            "patch": half(new["patch"]),
-        }
-
-    def _boxes(self, tap, positions):
-        in_spatial = self._recorder.input_shape[:-1] if len(self._recorder.input_shape) > 1 else ()
-        n = len(positions)
-        if not tap.space_map:  # the whole input
-            start = np.zeros((n, len(in_spatial)), np.int64)
-            size = np.tile(np.asarray(in_spatial, np.int64), (n, 1)).reshape(n, len(in_spatial))
-            return start, size
-        coords = (
-            np.stack(np.unravel_index(positions, tap.grid), axis=1)
-            if n
-            else np.zeros((0, len(tap.grid)), np.int64)
-        )
-        scale = np.array([m.scale for m in tap.space_map])
-        offset = np.array([m.offset for m in tap.space_map])
-        sizes = np.array([m.size for m in tap.space_map])
-        return (coords * scale + offset).astype(np.int64), np.tile(sizes, (n, 1)).astype(np.int64)
 
     # -- manifest ------------------------------------------------------------------------------
 
@@ -471,93 +356,18 @@ class DeepEyesCallback(keras.callbacks.Callback):
             candidate, n = self.log_dir / f"{base}-{n}", n + 1
         return candidate
 
-    def _manifest_base(self, run_name: str) -> dict:
+    def _settings(self) -> dict:
+        """The sampling settings the manifest records."""
         return {
-            "format": "deepeyes-run",
-            "run_name": run_name,
-            "created": _now(),
-            "versions": {
-                "deepeyes_keras": __version__,
-                "keras": keras.__version__,
-                "tensorflow": tf.__version__,
-                "numpy": np.__version__,
-                "python": platform.python_version(),
-            },
-            "settings": {
-                "sample_every": self.sample_every,
-                "dense_steps": self.dense_steps,
-                "images_per_step": self.images_per_step,
-                "positions_per_image": self.positions_per_image,
-                "reservoir_size": self.reservoir_size,
-                "snapshot_every": self.snapshot_every,
-                "seed": self.seed,
-                "beta": BETA,
-                "theta": THETA,
-                "n_bins": N_BINS,
-                "probe_data": self.probe_data is not None,
-                "argv": sys.argv[:1],
-            },
-            "model": {"name": self._recorded_model.name},
+            "sample_every": self.sample_every,
+            "dense_steps": self.dense_steps,
+            "images_per_step": self.images_per_step,
+            "positions_per_image": self.positions_per_image,
+            "reservoir_size": self.reservoir_size,
+            "snapshot_every": self.snapshot_every,
+            "seed": self.seed,
+            "probe_data": self.probe_data is not None,
         }
-
-    def _manifest_model(self) -> dict:
-        model = self._recorded_model
-        rec = self._recorder
-        analysed = {tap.name: tap for tap in rec.taps}
-        layers = []
-        for layer in model.layers:
-            try:
-                out_shape = list(layer.output.shape)
-            except (AttributeError, ValueError):
-                out_shape = None
-            layers.append(
-                {
-                    "name": layer.name,
-                    "class": type(layer).__name__,
-                    "output_shape": out_shape,
-                    "filters": int(out_shape[-1]) if out_shape and out_shape[-1] else None,
-                    "parameters": int(layer.count_params()) if layer.built else 0,
-                    "analysed": layer.name in analysed,
-                }
-            )
-        return {
-            "model": {
-                "name": model.name,
-                "class": type(model).__name__,
-                "input_shape": list(rec.input_shape),
-                "n_labels": rec.n_labels,
-                "parameters": int(model.count_params()),
-                "layers": layers,
-            },
-            "analysed_layers": [
-                {
-                    "index": tap.index,
-                    "key": f"L{tap.index}",
-                    "name": tap.name,
-                    "class": type(tap.layer).__name__,
-                    "kind": tap.kind,
-                    "n_filters": tap.n_filters,
-                    "input_shape": list(tap.in_shape),
-                    "output_shape": list(tap.out_shape),
-                    "grid": list(tap.grid),
-                    "descriptor_size": tap.descriptor_size,
-                    "patch_shape": list(rec.patch_shape(tap)),
-                    "space_map": None
-                    if tap.space_map is None
-                    else [
-                        {"scale": m.scale, "offset": m.offset, "size": m.size}
-                        for m in tap.space_map
-                    ],
-                    "parameters": int(tap.layer.count_params()),
-                }
-                for tap in rec.taps
-            ],
-        }
-
-
-def _crossed(previous: int, step: int, every: int, offset: int = 0) -> bool:
-    """True when some s in (previous, step] has (s - offset) % every == 0."""
-    return (step - offset) // every > (previous - offset) // every
 
 
 def _is_chief(strategy) -> bool:

@@ -1,15 +1,14 @@
 """Chart specs of a run, written beside its data: the stage between maps and the site.
 
-Layout (all sorted-key Vega-Lite v6 JSON, self-contained)::
-
-    <run>/views/overview.vl.json            loss and metrics over steps (rewritten as it grows)
-    <run>/views/histograms.vl.json          perplexity histograms of every layer, snapshot selector
-    <run>/views/step-NNNNNNNN/L<i>.vl.json  linked layer view of layer i at that snapshot
+Its files (sorted-key Vega-Lite v6 JSON, self-contained; paths in
+:mod:`deepeyes_keras.run.layout`): ``views/overview.vl.json`` (loss and metrics over steps,
+rewritten as it grows), ``views/histograms.vl.json`` (perplexity histograms of every layer, with a
+snapshot selector) and ``views/step-NNNNNNNN/L<i>.vl.json`` (the linked layer view of layer i at
+that snapshot).
 
 :func:`write_views` is idempotent: layer views of a snapshot are written once (their data never
-changes), the two run-wide views every time. The maps worker calls it after each snapshot's maps,
-so views appear while training runs; ``deepeyes maps RUN`` does the same afterwards. Needs no
-TensorFlow.
+changes), the two run-wide views every time. It is the second step of
+:func:`deepeyes_keras.derive.pipeline.update_run`. Needs no TensorFlow.
 """
 
 from __future__ import annotations
@@ -18,18 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from deepeyes_keras import charts, thumbnails
-from deepeyes_keras.layer_chart import layer_spec
-from deepeyes_keras.reader import Run, Snapshot, load_run
-from deepeyes_keras.store import _atomic_write_bytes
-
-
-def view_path(run_dir, name: str, step: int | None = None) -> Path:
-    """Path of a view: ``name`` is "overview", "histograms" or a layer key ("L0")."""
-    base = Path(run_dir) / "views"
-    if step is None:
-        return base / f"{name}.vl.json"
-    return base / f"step-{int(step):08d}" / f"{name}.vl.json"
+from deepeyes_keras import charts
+from deepeyes_keras.charts.layer import layer_spec
+from deepeyes_keras.derive.thumbnails import ThumbnailCache
+from deepeyes_keras.run.layout import write_bytes
+from deepeyes_keras.run.reader import Run, Snapshot, load_run
 
 
 def overview(run: Run) -> dict:
@@ -62,23 +54,8 @@ def histograms(run: Run) -> dict:
     return charts.histograms_spec(layers, snapshots)
 
 
-class _ThumbnailCache:
-    """PNG data URLs of reservoir instances, made once per instance (they never change)."""
-
-    def __init__(self):
-        self._urls: dict[tuple[str, int], str | None] = {}
-
-    def get(self, key: str, uid: np.ndarray, patches: np.ndarray) -> list[str | None]:
-        out = []
-        for u, patch in zip(uid.tolist(), patches, strict=True):
-            if (key, u) not in self._urls:
-                self._urls[(key, u)] = thumbnails.patch_thumbnail(np.asarray(patch, np.float32))
-            out.append(self._urls[(key, u)])
-        return out
-
-
 def layer_view(
-    snapshot: Snapshot, name: str, *, cache: _ThumbnailCache | None = None, max_points: int = 2000
+    snapshot: Snapshot, name: str, *, cache: ThumbnailCache | None = None, max_points: int = 2000
 ) -> dict | None:
     """The linked layer view of one layer at one snapshot; None while its maps are missing."""
     layer = snapshot.layers[name]
@@ -88,7 +65,7 @@ def layer_view(
     samples = layer.samples
     row_of = {u: i for i, u in enumerate(samples.uid.tolist())}
     rows = np.array([row_of[u] for u in maps["uid"].tolist()], dtype=np.int64)
-    cache = cache or _ThumbnailCache()
+    cache = cache or ThumbnailCache()
     return layer_spec(
         layer=name,
         step=snapshot.step,
@@ -102,20 +79,18 @@ def layer_view(
         point_label=samples.label[rows],
         point_activation=np.maximum(samples.activation[rows].astype(np.float32), 0),
         thumbnails=cache.get(layer.key, samples.uid[rows], samples.patch[rows]),
-        n_labels=int(snapshot._run.manifest["model"].get("n_labels", 2)),
+        n_labels=int(snapshot.run.manifest["model"].get("n_labels", 2)),
         max_points=max_points,
         point_step=samples.step[rows],
     )
 
 
 def _write(path: Path, spec: dict) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, charts.spec_json(spec).encode("utf-8"))
-    return path
+    return write_bytes(path, charts.spec_json(spec).encode("utf-8"))
 
 
 def write_views(
-    run_dir, steps=None, *, overwrite: bool = False, cache: _ThumbnailCache | None = None
+    run_dir, steps=None, *, overwrite: bool = False, cache: ThumbnailCache | None = None
 ) -> list[Path]:
     """Writes the run's views; returns the paths written.
 
@@ -128,17 +103,17 @@ def write_views(
     run = load_run(run_dir)
     if not run.snapshots:
         return []
-    cache = cache or _ThumbnailCache()
+    cache = cache or ThumbnailCache()
     written = [
-        _write(view_path(run.path, "overview"), overview(run)),
-        _write(view_path(run.path, "histograms"), histograms(run)),
+        _write(run.layout.view("overview"), overview(run)),
+        _write(run.layout.view("histograms"), histograms(run)),
     ]
     wanted = None if steps is None else {int(s) for s in steps}
     for snap in run.snapshots:
         if wanted is not None and snap.step not in wanted:
             continue
         for name, layer in snap.layers.items():
-            path = view_path(run.path, layer.key, snap.step)
+            path = run.layout.view(layer.key, snap.step)
             if path.is_file() and not overwrite:
                 continue
             spec = layer_view(snap, name, cache=cache)

@@ -1,0 +1,152 @@
+"""The two datasets of a layer page, checked: one row per filter and one per shown point.
+
+Draws nothing: `layer_rows` validates the arrays given to `deepeyes_keras.charts.layer.layer_spec`
+and turns them into the ``filters`` rows (read by the heatmap and the filter map) and the
+``points`` rows (read by the input map and the patch view).
+
+Activations travel as one array per point, ``a`` = round(100 * a_k / max over shown points of
+a_k) for each filter k (ints 0..100, activations clamped at 0; a filter silent on every shown
+point is all 0). An array is ~3x smaller than columns a0..a{F-1} (no repeated keys) and is read
+as ``datum.a[k]``; ``amax`` = max_k a[k] is precomputed. At most `max_points` points (seeded
+subsample) and at most `max_values` points x F values are shown, which bounds the spec (2,000
+points x 500 filters: about 3.6 MB of activations).
+
+A filter's maximum is *stale* (drawn small and faded) when ``reliability_age > stale_fraction *
+step`` (default 0.5: the filter last reached theta * mu more than half the run ago).
+
+Example:
+    >>> rows = layer_rows(step=10, max_activation=[1.0, 2.0], frequency=[0.5, 0.1],
+    ...     reliability_age=[0, 8], filter_xy=[[0, 0], [1, 1]], filter_label=[0, -1],
+    ...     filter_strength=[1, 0], points_xy=[[0, 1]], point_label=[1],
+    ...     point_activation=[[0.5, 2.0]], thumbnails=[None])
+    >>> [f["stale"] for f in rows.filters], rows.points[0]["a"]
+    ([False, True], [100, 100])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from deepeyes_keras.charts.common import clean_number, label_name
+
+__all__ = ["LayerRows", "layer_rows", "STALE_FRACTION", "DEFAULT_MAX_VALUES"]
+
+STALE_FRACTION = 0.5  # age / step above which a filter's max is drawn as stale
+DEFAULT_MAX_VALUES = 1_000_000  # bound on points x filters activation values in one spec
+
+
+class LayerRows(NamedTuple):
+    """The rows of a layer page and the counts its titles show."""
+
+    filters: list[dict]
+    points: list[dict]
+    n_filters: int
+    n_points: int  # before subsampling; len(points) are shown
+
+
+def layer_rows(
+    *,
+    step: int,
+    max_activation,
+    frequency,
+    reliability_age,
+    filter_xy,
+    filter_label,
+    filter_strength,
+    points_xy,
+    point_label,
+    point_activation,
+    thumbnails: Sequence[str | None],
+    max_points: int = 2000,
+    seed: int = 0,
+    point_step: Sequence[int] | None = None,
+    stale_fraction: float = STALE_FRACTION,
+    max_values: int = DEFAULT_MAX_VALUES,
+    selected_filter: int | None = None,
+) -> LayerRows:
+    """Checked filter and point rows; arguments as in `layer_spec`, ValueError naming a bad one."""
+    mu = _array("max_activation", max_activation, (None,))
+    n_filters = mu.shape[0]
+    if n_filters < 1:
+        raise ValueError("Invalid value for argument max_activation. Received: 0 filters.")
+    per_filter = {
+        name: _array(name, values, (n_filters,))
+        for name, values in [("frequency", frequency), ("reliability_age", reliability_age),
+                             ("filter_label", filter_label), ("filter_strength", filter_strength)]
+    }  # fmt: skip
+    fxy = _array("filter_xy", filter_xy, (n_filters, 2))
+    pxy = _array("points_xy", points_xy, (None, 2)) if len(points_xy) else np.zeros((0, 2))
+    n_points = pxy.shape[0]
+    act = _array("point_activation", point_activation if n_points else np.zeros((0, n_filters)),
+                 (n_points, n_filters))  # fmt: skip
+    plabel = _array("point_label", point_label, (n_points,))
+    psteps = _array("point_step", [step] * n_points if point_step is None else point_step,
+                    (n_points,))  # fmt: skip
+    _check_options(n_filters, n_points, thumbnails, max_points, max_values, selected_filter)
+
+    shown = min(max_points, max(1, max_values // n_filters))
+    keep = np.arange(n_points)
+    if n_points > shown:
+        keep = np.sort(np.random.default_rng(seed).choice(n_points, shown, replace=False))
+    points = _point_rows(pxy, plabel, act, list(thumbnails), psteps, keep)
+    stale = per_filter["reliability_age"] > stale_fraction * max(int(step), 1)
+    filters = _filter_rows(mu, per_filter, fxy, stale)
+    return LayerRows(filters, points, n_filters, n_points)
+
+
+def _array(name: str, values, shape: tuple[int | None, ...]) -> np.ndarray:
+    """`values` as a float array of `shape` (None: any length), or a ValueError naming it."""
+    arr = np.asarray(values, dtype=np.float64)
+    if len(shape) == 1:
+        arr = arr.ravel()
+    ok = arr.ndim == len(shape) and all(
+        w is None or w == g for w, g in zip(shape, arr.shape, strict=True)
+    )
+    if not ok:
+        expected = "(" + ", ".join("any" if w is None else str(w) for w in shape) + ")"
+        raise ValueError(
+            f"Invalid value for argument {name}. Received: shape={arr.shape}. Expected {expected}."
+        )
+    return arr
+
+
+def _check_options(n_filters, n_points, thumbnails, max_points, max_values, selected_filter):
+    """ValueError for thumbnails of the wrong length, bounds below 1 or an unknown filter."""
+    if len(thumbnails) != n_points:
+        raise ValueError(f"Invalid value for argument thumbnails. Received: {len(thumbnails)} "
+                         f"items. Expected {n_points} (one per point, None allowed).")  # fmt: skip
+    if max_points < 1 or max_values < 1:
+        raise ValueError(f"Invalid bounds. Received: max_points={max_points}, "
+                         f"max_values={max_values}. Expected both >= 1.")  # fmt: skip
+    if selected_filter is not None and not 0 <= int(selected_filter) < n_filters:
+        raise ValueError(f"Invalid value for argument selected_filter. Received: "
+                         f"{selected_filter}. Expected None or 0..{n_filters - 1}.")  # fmt: skip
+
+
+def _point_rows(xy, label, activation, thumbnails, steps, keep) -> list[dict]:
+    """One row per kept point: position, label, step, thumbnail and scaled activations."""
+    act = np.nan_to_num(activation[keep], nan=0.0, posinf=0.0, neginf=0.0).clip(min=0.0)
+    top = act.max(axis=0) if len(keep) else np.zeros(activation.shape[1])
+    scaled = np.rint(100.0 * act / np.where(top > 0, top, 1.0)).astype(int)
+    return [
+        {"point": int(i), "x": clean_number(xy[i, 0]), "y": clean_number(xy[i, 1]),
+         "label": label_name(label[i]), "step": int(steps[i]), "image": thumbnails[i],
+         "a": scaled[r].tolist(), "amax": int(scaled[r].max(initial=0))}
+        for r, i in enumerate(keep)
+    ]  # fmt: skip
+
+
+def _filter_rows(mu, per_filter, xy, stale) -> list[dict]:
+    """One row per filter: max, frequency, age, staleness, filter-map position, label, strength."""
+    age = per_filter["reliability_age"]
+    return [
+        {"filter": k, "max": clean_number(mu[k]),
+         "frequency": clean_number(per_filter["frequency"][k]), "age": clean_number(age[k]),
+         "stale": bool(stale[k]), "x": clean_number(xy[k, 0]), "y": clean_number(xy[k, 1]),
+         "label": label_name(per_filter["filter_label"][k]),
+         "strength": clean_number(per_filter["filter_strength"][k])}
+        for k in range(len(mu))
+    ]  # fmt: skip

@@ -1,0 +1,93 @@
+"""The named params that link the views of a layer page, and its controls (three radio groups).
+
+Draws nothing itself: the radio groups are the page's controls, bound to top-level params, and
+the two selections are what the views share (see `deepeyes_keras/charts/layer.py` for the page):
+
+* ``heatmap_mode`` (radio "max" | "frequency") and ``heatmap_sort`` (radio "index" | "value"):
+  read by the heatmap's transforms (`deepeyes_keras/charts/heatmap.py`).
+* ``overlay`` (radio "label" | "filter" | "max over all filters", default "filter"): read by the
+  input map's overlay layer (`deepeyes_keras/charts/input_map.py`).
+* ``filter`` (point selection on field "filter", one filter at a time, double click clears),
+  driven by the heatmap, the filter map and the patch-view bars (its ``views``), highlighting the
+  selected filter in all three and read by the input map as ``filter.filter[0]``.
+* ``brush`` (interval selection), added to the input map and filtering the patch view
+  (`deepeyes_keras/charts/patches.py`).
+
+Example:
+    >>> params = layer_params(selected_filter=3)
+    >>> [p.name for p in params.top_level()]
+    ['heatmap_mode', 'heatmap_sort', 'overlay', 'filter']
+    >>> params.top_level()[-1].value
+    [{'filter': 3}]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import altair as alt
+
+from deepeyes_keras.charts.filter_map import FILTER_MAP_VIEW
+from deepeyes_keras.charts.heatmap import HEATMAP_VIEW
+from deepeyes_keras.charts.patches import PATCH_BARS_VIEW
+
+__all__ = ["LayerParams", "layer_params", "OVERLAY_MODES", "FILTER_VIEWS"]
+
+OVERLAY_MODES = ("label", "filter", "max over all filters")
+FILTER_VIEWS = (HEATMAP_VIEW, FILTER_MAP_VIEW, PATCH_BARS_VIEW)  # the views that select a filter
+
+
+@dataclass(frozen=True)
+class LayerParams:
+    """The params of one layer page.
+
+    Attributes:
+        heatmap_mode, heatmap_sort, overlay: the radio-bound params.
+        brush: the interval selection; the input map adds it, the patch view filters by it.
+        picked: ``alt.when(filter selection, empty=False)``: the highlight predicate of the
+            selected filter, for conditional encodings.
+        filter: the ``filter`` point selection, declared once at the top level with its views.
+    """
+
+    heatmap_mode: alt.Parameter
+    heatmap_sort: alt.Parameter
+    overlay: alt.Parameter
+    brush: alt.Parameter
+    picked: alt.When
+    filter: alt.TopLevelSelectionParameter
+
+    def top_level(self) -> list:
+        """The params declared on the page's top-level chart (the brush lives on its view)."""
+        return [self.heatmap_mode.param, self.heatmap_sort.param, self.overlay.param, self.filter]
+
+
+def _radio(name: str, value: str, options: list[str], text: str) -> alt.Parameter:
+    return alt.param(name=name, value=value, bind=alt.binding_radio(options=options, name=text))
+
+
+def layer_params(*, selected_filter: int | None = None) -> LayerParams:
+    """The params of a layer page; `selected_filter` is selected when the page opens."""
+    heatmap_mode = _radio("heatmap_mode", "max", ["max", "frequency"], "heatmap colour ")
+    heatmap_sort = _radio("heatmap_sort", "index", ["index", "value"], "heatmap order ")
+    overlay = _radio("overlay", "filter", list(OVERLAY_MODES), "input map colour ")
+    brush = alt.selection_interval(name="brush", encodings=["x", "y"])
+    # One point selection driven by several views, declared once at the top level with its views
+    # (adding one selection object to several Altair charts works too, but warns at every build).
+    # `selection` only supplies the predicate {"param": "filter", "empty": false} for highlights.
+    selection = alt.selection_point(name="filter", fields=["filter"], toggle=False)
+    filter_param = alt.TopLevelSelectionParameter(
+        name="filter",
+        select=alt.PointSelectionConfig(
+            type="point", fields=["filter"], toggle=False, clear="dblclick"
+        ),
+        views=list(FILTER_VIEWS),
+        **({} if selected_filter is None else {"value": [{"filter": int(selected_filter)}]}),
+    )
+    return LayerParams(
+        heatmap_mode=heatmap_mode,
+        heatmap_sort=heatmap_sort,
+        overlay=overlay,
+        brush=brush,
+        picked=alt.when(selection, empty=False),
+        filter=filter_param,
+    )

@@ -1,0 +1,228 @@
+"""The run directory, the contract between the stages: every path, the schema, atomic writes.
+
+This module is the only place that spells a path of a run directory. It imports neither
+TensorFlow nor Altair, so every stage (the recorder in the training process, the derived stages
+in the maps worker, the site builder) shares it. The layout, with the stage that owns each file
+(a stage writes only its own files; the others read them)::
+
+    <run>/manifest.json                        recorder: schema, versions, model, layers, snapshots
+    <run>/snapshots/step-00000100.json         recorder: step, epoch, metrics, per-layer counts
+    <run>/snapshots/step-00000100.npz          recorder: per-layer arrays, keys "L<i>.<field>"
+    <run>/samples/L<i>/entries-00000100.npz    recorder: reservoir instances first kept by then
+    <run>/maps/L<i>/step-00000100.npz          maps: input map and filter map of layer i
+    <run>/views/overview.vl.json               views: training curves
+    <run>/views/histograms.vl.json             views: perplexity histograms of every layer
+    <run>/views/step-00000100/L<i>.vl.json     views: the linked layer view of layer i
+    <run>/findings/step-00000100.json          findings: T1-T5 at that snapshot, with evidence
+    <run>/findings.json                        findings: summary of the latest snapshot
+    <run>/model.json                           recorder: the model's architecture and compile config
+    <run>/redesign/proposal.json               redesign: the proposal (widths, removals, parameters)
+    <run>/redesign/verification.json           redesign: original vs proposal, retrained
+    <run>/export/                              export: Markdown and images (default location)
+
+Schema history (``SCHEMA_VERSION``):
+
+- 1: findings were written into the snapshot records (``findings``, ``findings_summary``).
+- 2: findings live in ``findings/`` (owned by the findings stage); snapshot records are written
+  once, by the recorder. Runs of schema 1 still load: the reader falls back to the records.
+
+Every write goes to a temporary name in the same directory and is renamed into place, so a
+reader (``mkdocs serve``, :func:`deepeyes_keras.load_run`) or a crash never sees half a file.
+JSON is strict: non-finite floats become ``null`` and are counted.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA_VERSION = 2
+"""Version of the layout and records written by this package (readers accept older ones)."""
+
+N_BINS = 30
+"""Bins of every perplexity histogram, over [1, F] (the paper's 30)."""
+
+BETA = 0.5
+"""Frequency threshold: a filter is active on an instance above BETA x its max (paper)."""
+
+THETA = 0.8
+"""Reliability threshold: a filter's max is confirmed when it reaches THETA x its max (paper)."""
+
+MANIFEST = "manifest.json"
+LATEST_FINDINGS = "findings.json"
+EXPORT_DIR = "export"
+
+
+def snapshot_stem(step: int) -> str:
+    """File stem of the snapshot at ``step``, zero-padded so that names sort by step."""
+    return f"step-{int(step):08d}"
+
+
+def layer_key(index: int) -> str:
+    """Key of the ``index``-th analysed layer in file names and array keys ("L0", "L1", ...)."""
+    return f"L{int(index)}"
+
+
+class RunLayout:
+    """The paths of one run directory.
+
+    Example:
+        >>> layout = RunLayout("deepeyes_runs/lenet")
+        >>> layout.maps("L0", 100).as_posix()
+        'deepeyes_runs/lenet/maps/L0/step-00000100.npz'
+        >>> layout.relative(layout.snapshot_arrays(100))
+        'snapshots/step-00000100.npz'
+    """
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    # ----------------------------------------------------------------- recorder
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.root / "snapshots"
+
+    def snapshot_record(self, step: int) -> Path:
+        return self.snapshots_dir / f"{snapshot_stem(step)}.json"
+
+    def snapshot_arrays(self, step: int) -> Path:
+        return self.snapshots_dir / f"{snapshot_stem(step)}.npz"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.root / "samples"
+
+    def sample_chunk(self, key: str, step: int) -> Path:
+        return self.samples_dir / key / f"entries-{int(step):08d}.npz"
+
+    def sample_chunks(self, key: str) -> list[Path]:
+        """The sample chunks of a layer that exist, in step order."""
+        return sorted((self.samples_dir / key).glob("entries-*.npz"))
+
+    # ----------------------------------------------------------------- derived stages
+    def maps(self, key: str, step: int) -> Path:
+        return self.root / "maps" / key / f"{snapshot_stem(step)}.npz"
+
+    @property
+    def views_dir(self) -> Path:
+        return self.root / "views"
+
+    def view(self, name: str, step: int | None = None) -> Path:
+        """A chart spec: ``name`` is "overview", "histograms", or a layer key with ``step``."""
+        if step is None:
+            return self.views_dir / f"{name}.vl.json"
+        return self.views_dir / snapshot_stem(step) / f"{name}.vl.json"
+
+    def findings(self, step: int) -> Path:
+        return self.root / "findings" / f"{snapshot_stem(step)}.json"
+
+    @property
+    def latest_findings(self) -> Path:
+        return self.root / LATEST_FINDINGS
+
+    @property
+    def export_dir(self) -> Path:
+        return self.root / EXPORT_DIR
+
+    @property
+    def model_config(self) -> Path:
+        return self.root / "model.json"
+
+    @property
+    def redesign_dir(self) -> Path:
+        return self.root / "redesign"
+
+    @property
+    def proposal(self) -> Path:
+        return self.redesign_dir / "proposal.json"
+
+    @property
+    def verification(self) -> Path:
+        return self.redesign_dir / "verification.json"
+
+    # ----------------------------------------------------------------- helpers
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the run directory, with forward slashes (as records store it)."""
+        return Path(path).relative_to(self.root).as_posix()
+
+    def is_run(self) -> bool:
+        """True when the directory holds a manifest (a run, possibly still training)."""
+        return self.manifest.is_file()
+
+
+def is_run_dir(path) -> bool:
+    """True when ``path`` is a run directory (it holds a manifest)."""
+    return RunLayout(path).is_run()
+
+
+# --------------------------------------------------------------------- strict JSON, atomic writes
+def strict_json(obj) -> tuple[object, int]:
+    """Returns (a JSON-safe copy of ``obj``, how many non-finite floats became None).
+
+    NumPy arrays and scalars become lists and Python numbers; dict keys become strings.
+    """
+    count = 0
+
+    def convert(value):
+        nonlocal count
+        if isinstance(value, dict):
+            return {str(k): convert(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [convert(v) for v in value]
+        if isinstance(value, np.ndarray):
+            return [convert(v) for v in value.tolist()]
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            count += 1
+            return None
+        return value
+
+    return convert(obj), count
+
+
+def write_bytes(path, data: bytes) -> Path:
+    """Writes ``data`` to ``path`` atomically (temporary file, then rename); makes parents."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path, obj, *, indent: int | None = 1) -> int:
+    """Writes strict, sorted-key JSON atomically; returns how many non-finite values became null."""
+    safe, count = strict_json(obj)
+    text = json.dumps(safe, sort_keys=True, allow_nan=False, indent=indent)
+    write_bytes(path, text.encode("utf-8"))
+    return count
+
+
+def write_npz(path, arrays: dict[str, np.ndarray], *, compress: bool = False) -> None:
+    """Writes an .npz atomically (uncompressed by default: the recorder writes while training
+    waits)."""
+    buffer = io.BytesIO()
+    (np.savez_compressed if compress else np.savez)(buffer, **arrays)
+    write_bytes(path, buffer.getvalue())
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def read_npz(path) -> dict[str, np.ndarray]:
+    """Every array of an .npz, read into memory (the file is closed on return)."""
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}

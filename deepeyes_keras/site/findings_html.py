@@ -1,0 +1,120 @@
+"""The findings T1-T5 of a snapshot as HTML: one table row per layer, with the suggestions.
+
+The findings are what the findings stage (``deepeyes_keras/derive/findings.py``) writes and the
+reader returns as ``snapshot.findings``; the run page shows every layer, a layer page its own
+row. Findings in a shape this module does not know are shown as JSON rather than dropped.
+
+Example:
+    >>> findings_html({"step": 12, "layers": {}})
+    '<p>Findings at step 12 (thresholds below).</p>'
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from typing import Any
+
+from deepeyes_keras.site.markup import Link, anchor, table
+from deepeyes_keras.site.runs import SiteRun
+
+MAX_LISTED_FILTERS = 12  # filter indices listed in a findings cell before "..."
+
+HEADS = (
+    "layer",
+    "T1 stability",
+    "T2 dead filters",
+    "T2 always on",
+    "T3 undetected",
+    "T4 redundant groups",
+    "T4 width",
+    "T5 separability",
+)
+
+
+def indices(values: list) -> str:
+    """How many filters, and the first of their indices: ``"2 (1, 3)"``."""
+    shown = ", ".join(str(v) for v in values[:MAX_LISTED_FILTERS])
+    more = "…" if len(values) > MAX_LISTED_FILTERS else ""
+    return f"{len(values)}" + (f" ({escape(shown)}{more})" if values else "")
+
+
+def finding_cells(name: str, f: dict, link_to: str | None) -> list[str]:
+    """The cells of one layer's row (HTML), linked to its page when ``link_to`` is given."""
+    t1, t2, t3 = f.get("T1") or {}, f.get("T2") or {}, f.get("T3") or {}
+    t4, t5 = f.get("T4") or {}, f.get("T5")
+    if t1.get("stable"):
+        stable = f"stable since step {escape(str(t1.get('stable_since_step')))}"
+    else:
+        stable = "not yet stable"
+    share = t3.get("undetected_share")
+    undetected = f"{100 * share:.1f}%" if isinstance(share, int | float) else "-"
+    groups = t4.get("redundant_groups") or []
+    width = t4.get("suggested_width")
+    n = f.get("n_filters")
+    size = f"{n} → {width}" if t4.get("oversized") else f"{n} (keep)"
+    if isinstance(t5, dict) and t5.get("accuracy") is not None:
+        sep = f"k-NN {t5['accuracy']:.3f} (chance {t5.get('chance', 0):.3f})"
+    else:
+        sep = "-"
+    return [
+        anchor(link_to, name) if link_to else escape(name),
+        escape(stable),
+        indices(t2.get("dead") or []),
+        indices(t2.get("always_on") or []),
+        undetected,
+        str(len(groups)),
+        escape(size),
+        escape(sep),
+    ]
+
+
+def suggestions_html(findings: dict, only_layer: str | None) -> str:
+    """The suggestions (of one layer, or all) and the suggested widths (all layers only)."""
+    out = []
+    suggestions = [s for s in findings.get("suggestions") or [] if isinstance(s, dict)]
+    if only_layer is not None:
+        suggestions = [s for s in suggestions if s.get("layer") == only_layer]
+    if suggestions:
+        items = "".join(
+            f"<li>{escape(str(s.get('task', '')))}: {escape(str(s.get('text', '')))}</li>"
+            for s in suggestions
+        )
+        out.append(f'<ul class="deepeyes-suggestions">{items}</ul>')
+    widths = findings.get("suggested_widths") or {}
+    if widths and only_layer is None:
+        text = ", ".join(f"{k}: {v}" for k, v in widths.items())
+        out.append(f"<p>Suggested widths: {escape(text)}.</p>")
+    return "".join(out)
+
+
+def findings_html(
+    findings: Any,
+    *,
+    link: Link | None = None,
+    run: SiteRun | None = None,
+    only_layer: str | None = None,
+) -> str:
+    """The findings T1-T5 of a snapshot as a table, with the suggestions; JSON when unknown."""
+    layers = findings.get("layers") if isinstance(findings, dict) else None
+    if not isinstance(layers, dict):
+        body = escape(json.dumps(findings, indent=1, sort_keys=True))
+        return f'<pre class="deepeyes-findings-raw">{body}</pre>'
+    pages = {layer.name: run.uri(layer.page) for layer in run.layers} if run and link else {}
+    rows = [
+        finding_cells(name, f, link(pages[name]) if name in pages else None)
+        for name, f in layers.items()
+        if isinstance(f, dict) and (only_layer is None or name == only_layer)
+    ]
+    out = []
+    step = findings.get("step")
+    if step is not None:
+        out.append(f"<p>Findings at step {escape(str(step))} (thresholds below).</p>")
+    out.append(suggestions_html(findings, only_layer))
+    if rows:
+        out.append(table(HEADS, rows))
+    thresholds = findings.get("thresholds")
+    if isinstance(thresholds, dict):
+        text = ", ".join(f"{k} = {v}" for k, v in thresholds.items())
+        out.append(f"<details><summary>Thresholds</summary><p>{escape(text)}</p></details>")
+    return "".join(out)

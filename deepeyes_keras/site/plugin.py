@@ -1,0 +1,181 @@
+"""The ``deepeyes`` mkdocs plugin: DeepEyes runs as linked, interactive, offline pages.
+
+In ``mkdocs.yml`` (the options are :class:`deepeyes_keras.site.config.DeepEyesConfig`)::
+
+    plugins:
+      - search
+      - deepeyes:
+          runs: deepeyes_runs        # directory (or list) of runs, relative to mkdocs.yml
+
+Generated pages (``<section>`` = ``deepeyes``; :mod:`deepeyes_keras.site.generated`):
+``deepeyes/`` lists the runs, ``deepeyes/<run>/`` is a run's overview, ``deepeyes/<run>/L<i>/``
+the linked views of its layer i with a snapshot selector, and ``deepeyes/compare/`` puts two
+runs side by side.
+Authors embed a chart in their own pages with a fenced ``deepeyes`` block
+(:mod:`deepeyes_keras.site.blocks`, ``viewer_site/guide/embedding.md``).
+
+The chart specs the run directory holds are copied into the site and fetched by URL, so a page
+loads only the snapshot it shows (:mod:`deepeyes_keras.site.runs`); vega, vega-lite and
+vega-embed come from the site itself (:mod:`deepeyes_keras.site.bundle`), so nothing is
+requested from another origin. Runs are read with :func:`deepeyes_keras.load_run`, so building
+a site never imports TensorFlow. Under ``mkdocs serve`` the runs directory is watched: snapshots
+written during training trigger a rebuild. Unreadable snapshots are skipped with a warning naming
+the file (``--strict`` fails).
+
+This module holds the mkdocs hooks only; it is the entry point
+``deepeyes_keras.site.plugin:DeepEyesPlugin`` (see ``pyproject.toml``).
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+
+from mkdocs.plugins import BasePlugin, get_plugin_logger
+from mkdocs.structure.files import File, Files, InclusionLevel
+from mkdocs.structure.nav import Navigation
+from mkdocs.utils import get_relative_url
+
+from deepeyes_keras.site import blocks, generated
+from deepeyes_keras.site.bundle import vega_bundle
+from deepeyes_keras.site.config import DeepEyesConfig, section_prefix
+from deepeyes_keras.site.nav import with_runs_section
+from deepeyes_keras.site.runs import SiteRun, find_run_dirs, load_site_runs, resolve
+
+log = get_plugin_logger("deepeyes")
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+class DeepEyesPlugin(BasePlugin[DeepEyesConfig]):
+    """Generates the DeepEyes pages of an mkdocs site from run directories."""
+
+    def __init__(self):
+        self.runs: list[SiteRun] = []
+        self.section = "deepeyes"
+        self._generated: dict[str, generated.GeneratedPage] = {}
+        self._embeds: dict[str, blocks.Placeholders] = {}
+        self._source = ""
+
+    def on_config(self, config):
+        if not self.config.enabled:
+            return config
+        self.section = section = section_prefix(self.config.section)
+        if self.config.offline and config.theme.name in ("mkdocs", "readthedocs"):
+            if config.theme.get("highlightjs"):
+                log.info(
+                    "offline: switching off the theme's highlight.js (loaded from a CDN); "
+                    "set the deepeyes option offline: false to keep it."
+                )
+                config.theme["highlightjs"] = False
+        for item in (f"{section}/assets/vega.js", f"{section}/assets/viewer.js"):
+            if item not in [str(s) for s in config.extra_javascript]:
+                config.extra_javascript.append(item)
+        if f"{section}/assets/viewer.css" not in config.extra_css:
+            config.extra_css.append(f"{section}/assets/viewer.css")
+        return config
+
+    def on_files(self, files: Files, *, config) -> Files:
+        if not self.config.enabled:
+            return files
+        dirs, self._source = find_run_dirs(
+            _config_root(config), runs=self.config.runs, run_list=self.config.run_list
+        )
+        self.runs = load_site_runs(dirs, section=self.section)
+        self._generated = generated.generated_pages(self.runs, self.section)
+        for uri, page in self._generated.items():
+            if files.get_file_from_path(uri) is not None:
+                log.info(f"{uri} exists in docs_dir: it replaces the generated page.")
+                continue
+            # Titles go into templates unescaped (mkdocs themes do not autoescape): escape here.
+            front = f"---\ntitle: {json.dumps(escape(page.title))}\n---\n"
+            files.append(
+                File.generated(config, uri, content=front, inclusion=InclusionLevel.NOT_IN_NAV)
+            )
+        section = self.section
+        assets = [
+            (f"{section}/assets/viewer.js", ASSETS / "viewer.js"),
+            (f"{section}/assets/viewer.css", ASSETS / "viewer.css"),
+            *((uri, path) for run in self.runs for uri, path in run.specs.items()),
+        ]
+        for uri, path in assets:
+            _replace(files, File.generated(config, uri, abs_src_path=str(path)))
+        _replace(files, File.generated(config, f"{section}/assets/vega.js", content=vega_bundle()))
+        return files
+
+    def on_nav(self, nav: Navigation, *, config, files: Files) -> Navigation:
+        if not (self.config.enabled and self.config.nav):
+            return nav
+        if any(p.file.src_uri.startswith(f"{self.section}/") for p in nav.pages):
+            return nav  # the author placed the DeepEyes pages in the nav already
+        return with_runs_section(
+            nav, files=files, runs=self.runs, section=self.section, title=self.config.nav_title
+        )
+
+    def on_page_markdown(self, markdown: str, *, page, config, files: Files) -> str:
+        if not self.config.enabled or self._is_generated(page):
+            return markdown
+        link, where = _linker(page, files), f"Doc file '{page.file.src_uri}': deepeyes block"
+        embeds = self._embeds[page.file.src_uri] = blocks.Placeholders()
+
+        def replace(body: str) -> str:
+            n = len(embeds.blocks)
+            return embeds.add(blocks.embed(body, runs=self.runs, link=link, n=n, where=where))
+
+        return blocks.replace_blocks(markdown, replace)
+
+    def on_page_content(self, html: str, *, page, config, files: Files) -> str:
+        if not self.config.enabled:
+            return html
+        if self._is_generated(page):
+            return generated.render(
+                self._generated[page.file.src_uri],
+                self.runs,
+                link=_linker(page, files),
+                section=self.section,
+                source=self._source,
+            )
+        embeds = self._embeds.get(page.file.src_uri)
+        return embeds.fill(html) if embeds else html
+
+    def on_serve(self, server, *, config, builder):
+        if not self.config.enabled:
+            return server
+        root = _config_root(config)
+        if self.config.run_list:
+            paths = [resolve(root, p) for p in self.config.run_list]
+        else:
+            paths = [resolve(root, p) for p in self.config.runs]
+            # Watching needs the directory; training creates runs inside it later.
+            paths[0].mkdir(parents=True, exist_ok=True)
+        for path in paths:
+            if path.is_dir():
+                server.watch(str(path))
+        return server
+
+    def _is_generated(self, page) -> bool:
+        return page.file.src_uri in self._generated and bool(page.file.generated_by)
+
+
+def _config_root(config) -> Path:
+    """The directory of mkdocs.yml, which the options' paths are relative to."""
+    return Path(config.config_file_path).parent if config.config_file_path else Path.cwd()
+
+
+def _linker(page, files: Files):
+    """Turns the site path of a file into a URL relative to ``page``."""
+
+    def link(uri: str) -> str:
+        file = files.get_file_from_path(uri)
+        return get_relative_url(file.url if file is not None else uri, page.url)
+
+    return link
+
+
+def _replace(files: Files, file: File) -> None:
+    """Adds ``file``, in place of a file of the same path if there is one."""
+    old = files.get_file_from_path(file.src_uri)
+    if old is not None:
+        files.remove(old)
+    files.append(file)
