@@ -217,7 +217,7 @@ def build_model(model: str, *, seed: int = 0):
 
 
 def describe_model(model: str, net) -> str:
-    names = {"lenet": "Caffe LeNet (DESIGN.md section 3)",
+    names = {"lenet": "Caffe LeNet (the case study's recipe)",
              "vgg": "VGG-style CNN (3x3 convs 16-16, 32-32, 64-64 with ReLU, max-pool after each "
                     "pair; dense 128, 10)",
              "dense": "dense MLP (512-256-128-7, ReLU)"}

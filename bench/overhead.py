@@ -1,7 +1,8 @@
 """Training overhead of DeepEyes against plain fit and TensorBoard's histograms.
 
-Three networks (``--model``): the paper's MNIST LeNet (DESIGN.md section 3), a VGG-style CNN on
-generated 32x32x3 images and a dense MLP on generated tabular data, each for 2 epochs at batch 64.
+Three networks (``--model``): the paper's MNIST LeNet (its recipe in the case study), a VGG-style
+CNN on generated 32x32x3 images and a dense MLP on generated tabular data, each for 2 epochs at
+batch 64.
 Configurations run interleaved within each repetition, in a rotated order, so machine noise hits
 them alike; each ratio compares a fit with the plain fit of the same repetition. The table gives
 the median and min-max over the repetitions.

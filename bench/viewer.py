@@ -9,8 +9,9 @@ Then:
 
 - ``mkdocs build`` (the command, in a fresh process) of a site holding that run: wall time and the
   size of the built site;
-- every generated page opened in headless Chromium (Debian's ``chromium`` via playwright, see
-  DESIGN.md section 5), each in a fresh browser context (cold cache), from a local HTTP server:
+- every generated page opened in headless Chromium (Debian's ``chromium`` via playwright, as in
+  tests/test_site_browser.py), each in a fresh browser context (cold cache), from a local HTTP
+  server:
   the bytes it loaded (HTML, scripts, styles, chart specs), and of those its data (the
   ``.vl.json`` chart specs, which embed the data);
 - the time from navigation start to the first chart drawn (its ``data-state`` turning ``ready``),
@@ -288,7 +289,7 @@ def main(argv=None):
         args.snapshots = 3
     if not Path(args.chromium).is_file():
         raise SystemExit(f"no chromium at {args.chromium}: apt-get install chromium "
-                         "(DESIGN.md section 5)")
+                         "(see tests/test_site_browser.py)")
     from playwright.sync_api import sync_playwright
 
     print(_common.machine_line(tensorflow=False))

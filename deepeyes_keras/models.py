@@ -1,4 +1,4 @@
-"""Reference networks: the paper's Caffe LeNet (DESIGN.md section 3), rebuilt in Keras."""
+"""Reference networks: the paper's Caffe LeNet (recipe in viewer_site/case-studies/mnist-lenet.md), rebuilt in Keras."""
 
 from __future__ import annotations
 

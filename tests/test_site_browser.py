@@ -1,6 +1,6 @@
 """The built site in headless Chromium: charts render, link, switch snapshots, stay on the origin.
 
-Needs Debian's ``chromium`` (driven by playwright, see DESIGN.md section 5). If it is missing the
+Needs Debian's ``chromium`` (driven by playwright with the flags below). If it is missing the
 tests try ``apt-get install chromium`` (as root) and are skipped only when that fails too.
 """
 

@@ -1,4 +1,4 @@
-"""The TF statistics against an independent NumPy reference (DESIGN.md section 2)."""
+"""The TF statistics against an independent NumPy reference (viewer_site/reference/metrics.md)."""
 
 import numpy as np
 import pytest

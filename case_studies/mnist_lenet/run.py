@@ -75,7 +75,7 @@ SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist.npz"
 BATCH = 64
 ROUND_TO = 10
 PAPER_WIDTHS = {"conv1": 10, "fc1": 100}
-PAPER = {  # DESIGN.md section 3 (the paper's numbers, not ours)
+PAPER = {  # the paper's reported numbers, not ours
     "original_parameters": 431_080,
     "redesign_parameters": 93_920,
     "redesign_accuracy": 0.982,
@@ -474,7 +474,7 @@ def results_markdown(report: dict) -> str:
         "",
         report["table"],
         "",
-        f"Paper (DESIGN.md §3, not ours): {PAPER['original_parameters']:,} -> "
+        f"Paper (its reported numbers, not ours): {PAPER['original_parameters']:,} -> "
         f"{PAPER['redesign_parameters']:,} parameters (conv1 20 -> 10, fc1 500 -> 100), "
         f"{100 * PAPER['redesign_accuracy']:.1f}% test accuracy for the redesign after 2,000 "
         "iterations.",

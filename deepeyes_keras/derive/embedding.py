@@ -24,7 +24,7 @@ _MIN_TSNE_POINTS = 4
 
 
 def perplexity_of(activations: np.ndarray) -> np.ndarray:
-    """Perplexity of each instance's filter activations (DESIGN.md, "Perplexity of an instance").
+    """Perplexity of each instance's filter activations (viewer_site/reference/metrics.md).
 
     Activations are clamped at 0 and L1-normalised per row, ``p = a / sum(a)`` (uniform when the
     sum is 0: no filter responds), then ``P = 2**H`` with ``H = -sum p log2 p``. ``P`` near 1: one
@@ -46,7 +46,7 @@ def perplexity_of(activations: np.ndarray) -> np.ndarray:
         raise ValueError(f"activations has shape {a.shape}; expected at least one filter column.")
     a = np.maximum(np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0), 0.0)
     total = a.sum(axis=1, keepdims=True)
-    # An all-zero row means "no filter responds": uniform, so P = F (DESIGN's top bin).
+    # An all-zero row means "no filter responds": uniform, so P = F (the histogram's top bin).
     p = np.where(total > 0, a / np.where(total > 0, total, 1.0), 1.0 / n_filters)
     terms = np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
     # Rounding can put 2**H a hair outside [1, F]; the definition guarantees that range.
@@ -246,7 +246,7 @@ def filter_map(
     n_iter: int = 750,
     method: str = "auto",
 ) -> FilterMap:
-    """Embed a layer's filters by co-activation (the filter map, DESIGN.md section 2).
+    """Embed a layer's filters by co-activation (the filter map, viewer_site/reference/metrics.md).
 
     t-SNE with squared distances ``(1 - phi)**2`` (distances ``1 - phi``), perplexity
     ``min(F // 3, 30)`` clamped to at most ``(F - 1) / 3`` so that ``3 * perplexity`` neighbours
