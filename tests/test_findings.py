@@ -80,14 +80,47 @@ def test_t4_identical_filters_form_one_redundant_group_and_width_shrinks():
     assert groups == [[2, 4]]
 
 
-def test_t5_separable_descriptors_score_near_one_random_ones_near_chance():
+class Names:
+    """Stands in for a run: depth_suggestions only reads the layer order."""
+
+    def __init__(self, names):
+        self.layer_names = names
+
+
+def t5_layers(spec):
+    return {name: {"kind": kind, "T5": {"accuracy": acc}} for name, kind, acc in spec}
+
+
+def test_t5_a_dense_layer_that_adds_nothing_after_a_dense_layer_is_proposed_for_removal():
+    spec = [("conv1", "conv2d", 0.3), ("fc1", "dense", 0.95), ("fc2", "dense", 0.952)]
+    layers = t5_layers(spec + [("out", "dense", 0.97)])
+    depth, suggestions = fd.depth_suggestions(Names(list(layers)), layers, T)
+    assert [s.get("remove") for s in suggestions] == [["fc2"]]
+    assert layers["fc2"]["T5"]["removable"] and layers["fc2"]["T5"]["gain"] == pytest.approx(0.002)
+    assert not layers["fc1"]["T5"]["removable"] and depth["needs_capacity"] is False
+
+
+def test_t5_flags_a_conv_layer_without_proposing_to_remove_it():
+    spec = [("conv1", "conv2d", 0.6), ("conv2", "conv2d", 0.601), ("fc1", "dense", 0.95)]
+    layers = t5_layers(spec + [("out", "dense", 0.97)])
+    _, suggestions = fd.depth_suggestions(Names(list(layers)), layers, T)
+    assert [s["layer"] for s in suggestions] == ["conv2"]
+    assert "remove" not in suggestions[0] and "not proposed" in suggestions[0]["text"]
+
+
+def test_t5_a_last_hidden_layer_far_below_the_output_asks_for_capacity():
+    layers = t5_layers([("fc1", "dense", 0.6), ("fc2", "dense", 0.75), ("out", "dense", 0.95)])
+    depth, suggestions = fd.depth_suggestions(Names(list(layers)), layers, T)
+    assert depth["needs_capacity"] is True
+    assert any(s.get("add_capacity") and s["layer"] == "fc2" for s in suggestions)
+
+
+def test_t4_width_finding_carries_the_rule_and_its_evidence():
     rng = np.random.default_rng(3)
-    labels = rng.integers(0, 4, 400)
-    centres = rng.normal(size=(4, 10)) * 10
-    separable = centres[labels] + rng.normal(size=(400, 10))
-    out = fd.separability(separable, labels, T)
-    assert out["accuracy"] > 0.97
-    random = rng.normal(size=(400, 10))
-    out = fd.separability(random, labels, T)
-    assert abs(out["accuracy"] - 0.25) < 0.1 and out["chance"] < 0.35
-    assert fd.separability(random[:3], np.array([0, 0, 0]), T)["accuracy"] is None
+    acts = rng.normal(size=(1500, 6)) @ rng.normal(size=(6, 80)) + 0.01 * rng.normal(
+        size=(1500, 80)
+    )
+    t4 = fd.width_finding(acts, dead=[], groups=[], t=T)
+    assert t4["signal_rank"] == 6 and t4["suggested_width"] == 12 and t4["oversized"]
+    assert len(t4["cumulative_variance"]) == 80 and t4["cumulative_variance"][-1] == 1.0
+    assert "verify by retraining" in t4["text"]

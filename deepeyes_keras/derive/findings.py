@@ -16,32 +16,42 @@ rests on, so a reader can check it in the views.
   layer, or ``frequency <= dead_frequency``. Always on: ``frequency >= always_on_frequency``.
 - **T3 undetected patterns.** Share of the reservoir's instances on which no filter responds:
   every activation below ``undetected_fraction`` x that filter's max.
-- **T4 oversized layer.** Filters not dead are linked when their weighted Jaccard similarity is at
-  least ``redundancy_jaccard``; each connected group of two or more is redundant. Suggested width
-  = F - dead - sum(group size - 1), at least 1.
-- **T5 unnecessary or missing layers.** Separability of the labels in a dense layer's output:
-  5-fold cross-validated k-NN accuracy (k = 5) on the reservoir's activation vectors sampled in
-  the recent part of training (step >= (1 - ``recent_fraction``) x the snapshot's step, when at
-  least ``recent_min_instances`` such instances exist; else all), beside the chance level (share
-  of the most frequent label). A hidden dense layer that already separates
-  the labels (>= ``separable_accuracy``) followed by another hidden dense layer suggests the later
-  one may be unnecessary; a last hidden layer below ``capacity_accuracy`` suggests more capacity.
+- **T4 oversized layer.** The width the layer's recent activations need
+  (:func:`deepeyes_keras.derive.width.suggested_width`: twice the signal rank, the directions
+  above the noise of the sample, with the evidence and the cumulative explained-variance curve);
+  a cut is proposed when it removes at least ``width.min_cut`` of the layer. Beside it, the
+  redundant groups: live filters linked when their weighted Jaccard similarity is at least
+  ``redundancy_jaccard``; each connected group of two or more is redundant.
+- **T5 unnecessary or missing layers.** Linear-probe and k-NN accuracy of the labels on every
+  layer's recent instances (step >= (1 - ``recent_fraction``) x the snapshot's step, when at
+  least ``recent_min_instances`` exist; a conv layer through one pooled descriptor per image), and
+  along the depth (:func:`deepeyes_keras.derive.probes.necessity`): a hidden layer that gains less
+  than ``necessity.min_gain`` over the layer before, or comes after separability saturated, may be
+  unnecessary (a removal is proposed for a dense layer after a dense layer); a last hidden layer
+  far below the output suggests more capacity.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from deepeyes_keras.derive.probes import NecessityThresholds, necessity, pool_by_image, probe
+from deepeyes_keras.derive.width import WidthThresholds, suggested_width
 from deepeyes_keras.run.layout import write_json
 from deepeyes_keras.run.reader import load_run
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Named thresholds of the findings (see the module docstring for each rule)."""
+    """Named thresholds of the findings (see the module docstring for each rule).
+
+    ``width`` and ``necessity`` hold the T4 and T5 rules' own thresholds
+    (:class:`~deepeyes_keras.derive.width.WidthThresholds`,
+    :class:`~deepeyes_keras.derive.probes.NecessityThresholds`).
+    """
 
     stable_window: int = 3
     stable_excess: float = 0.02
@@ -50,12 +60,13 @@ class Thresholds:
     always_on_frequency: float = 0.9
     undetected_fraction: float = 0.1
     redundancy_jaccard: float = 0.8
-    separable_accuracy: float = 0.97
-    capacity_accuracy: float = 0.9
-    knn_neighbors: int = 5
-    knn_folds: int = 5
+    probe_folds: int = 5
+    probe_neighbors: int = 5
     recent_fraction: float = 0.5
     recent_min_instances: int = 200
+    probe_max_instances: int = 1000
+    width: WidthThresholds = field(default_factory=WidthThresholds)
+    necessity: NecessityThresholds = field(default_factory=NecessityThresholds)
 
 
 def histogram_change(prev: np.ndarray, cur: np.ndarray) -> tuple[float, float]:
@@ -155,30 +166,71 @@ def redundant_groups(jaccard, dead: list[int], t: Thresholds = Thresholds()) -> 
     return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
 
 
-def separability(vectors, labels, t: Thresholds = Thresholds(), seed: int = 0) -> dict:
-    """T5 evidence: cross-validated k-NN accuracy of the labels, and the chance level."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.neighbors import KNeighborsClassifier
+def recent_instances(samples, step: int, t: Thresholds = Thresholds()) -> np.ndarray:
+    """Rows of the reservoir sampled in the recent part of training (all, when too few).
 
-    x = np.nan_to_num(np.asarray(vectors, np.float64))
-    y = np.asarray(labels)
-    keep = y >= 0
-    x, y = x[keep], y[keep]
-    if len(y) == 0:
-        return {"accuracy": None, "chance": None, "instances": 0}
-    counts = np.bincount(y)
-    chance = float(counts.max() / len(y))
-    folds = min(t.knn_folds, int(counts[counts > 0].min()))
-    if folds < 2 or len(counts[counts > 0]) < 2:
-        return {"accuracy": None, "chance": chance, "instances": int(len(y))}
-    knn = KNeighborsClassifier(n_neighbors=min(t.knn_neighbors, len(y) - 1))
-    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    accuracy = float(cross_val_score(knn, x, y, cv=cv).mean())
-    return {"accuracy": round(accuracy, 4), "chance": round(chance, 4), "instances": int(len(y))}
+    Activations are recorded with the weights of their step: T4 and T5 judge the network as it is
+    now on the instances sampled at step >= (1 - recent_fraction) x ``step``, when at least
+    ``recent_min_instances`` exist.
+    """
+    recent = samples.step >= (1 - t.recent_fraction) * step
+    if recent.sum() < t.recent_min_instances:
+        recent = np.ones(len(samples), bool)
+    return recent
+
+
+def width_finding(activations, dead, groups, t: Thresholds = Thresholds()) -> dict:
+    """T4: redundant groups and the activation-based suggested width, with its evidence."""
+    s = suggested_width(activations, dead=dead, redundant_groups=groups, thresholds=t.width)
+    v = s.variance
+    return {
+        "redundant_groups": groups,
+        "redundancy_width": int(s.redundancy_width),
+        "signal_rank": int(s.signal.rank),
+        "rank_method": s.signal.method,
+        "noise_share": round(float(s.signal.noise_share), 4),
+        "gavish_donoho": int(s.signal.gavish_donoho),
+        "variance_count": int(v.k),
+        "participation_ratio": round(float(v.participation_ratio), 2),
+        "effective_rank": round(float(v.effective_rank), 2),
+        "cumulative_variance": [round(float(c), 4) for c in v.cumulative],
+        "instances": int(v.instances),
+        "sample_limited": bool(s.sample_limited),
+        "suggested_width": int(s.width),
+        "oversized": bool(s.cut),
+        "text": s.text,
+    }
+
+
+def probe_finding(samples, rows, kind: str, t: Thresholds = Thresholds(), seed: int = 0) -> dict:
+    """T5 evidence of one layer: linear-probe and k-NN accuracy of the labels, and chance.
+
+    Dense layers are probed on their output vectors (one per image); conv layers on one
+    descriptor per image, the mean of its sampled positions' vectors. At most
+    ``probe_max_instances`` descriptors, the most recent, bound the cost.
+    """
+    acts, labels = samples.activation[rows], samples.label[rows]
+    descriptor = "activation vector"
+    if kind != "dense":
+        pooled = pool_by_image(acts, samples.image[rows], labels)
+        acts, labels = pooled.features, pooled.labels
+        descriptor = "mean over the image's sampled positions"
+    if len(labels) > t.probe_max_instances:
+        acts, labels = acts[-t.probe_max_instances :], labels[-t.probe_max_instances :]
+    result = probe(acts, labels, seed=seed, folds=t.probe_folds, neighbors=t.probe_neighbors)
+    return {
+        "accuracy": None if result.linear is None else round(result.linear, 4),
+        "linear": None if result.linear is None else round(result.linear, 4),
+        "knn": None if result.knn is None else round(result.knn, 4),
+        "chance": None if result.chance is None else round(result.chance, 4),
+        "instances": int(result.instances),
+        "descriptor": descriptor,
+        "reason": result.reason,
+    }
 
 
 def layer_findings(run, name: str, snapshot_index: int = -1, t: Thresholds = Thresholds()) -> dict:
-    """T1-T4 (and T5 evidence for dense layers) for one layer at one snapshot of a run."""
+    """T1-T4 and the T5 evidence (probe accuracy) for one layer at one snapshot of a run."""
     snaps = run.snapshots[: snapshot_index % len(run.snapshots) + 1]
     snap = snaps[-1]
     layer = snap.layers[name]
@@ -189,8 +241,10 @@ def layer_findings(run, name: str, snapshot_index: int = -1, t: Thresholds = Thr
     samples = layer.samples
     t3 = undetected_share(samples.activation, layer.max_activation, t)
     groups = redundant_groups(layer.jaccard, t2["dead"], t)
-    suggested = max(1, n_filters - len(t2["dead"]) - sum(len(g) - 1 for g in groups))
-    out = {
+    rows = recent_instances(samples, snap.step, t)
+    t5 = probe_finding(samples, rows, info["kind"], t)
+    t5["since_step"] = int(samples.step[rows].min()) if rows.any() else None
+    return {
         "layer": name,
         "kind": info["kind"],
         "n_filters": n_filters,
@@ -198,66 +252,82 @@ def layer_findings(run, name: str, snapshot_index: int = -1, t: Thresholds = Thr
         "T1": t1,
         "T2": t2,
         "T3": {"undetected_share": round(t3, 4), "instances": int(len(samples))},
-        "T4": {
-            "redundant_groups": groups,
-            "suggested_width": int(suggested),
-            "oversized": bool(suggested < n_filters),
-        },
+        "T4": width_finding(samples.activation[rows], t2["dead"], groups, t),
+        "T5": t5,
     }
-    if info["kind"] == "dense":
-        # Activations are recorded with the weights of their step: judge separability on the
-        # instances of the recent part of training, when there are enough of them.
-        recent = samples.step >= (1 - t.recent_fraction) * snap.step
-        if recent.sum() < t.recent_min_instances:
-            recent = np.ones(len(samples), bool)
-        out["T5"] = separability(samples.activation[recent], samples.label[recent], t)
-        out["T5"]["since_step"] = int(samples.step[recent].min()) if recent.any() else None
-    return out
+
+
+def depth_suggestions(run, layers: dict, t: Thresholds = Thresholds()) -> tuple[dict, list]:
+    """T5 along the depth: the necessity result and the suggestions it makes.
+
+    A removal is proposed only for a hidden dense layer that follows another hidden dense layer
+    (like-for-like descriptors, and a layer ``resize_model`` can take out); for other flagged
+    layers the evidence is reported without a proposal.
+    """
+    names = run.layer_names
+    result = necessity([(n, layers[n]["T5"]["accuracy"]) for n in names], thresholds=t.necessity)
+    suggestions = []
+    kinds = [layers[n]["kind"] for n in names]
+    for i, entry in enumerate(result.layers[:-1]):
+        if not (entry.removable or entry.after_saturation):
+            continue
+        removable = i > 0 and kinds[i] == "dense" and kinds[i - 1] == "dense"
+        why = (
+            f"{entry.name} adds {entry.gain:+.3f} linear-probe accuracy over {names[i - 1]}"
+            if entry.removable and entry.gain is not None
+            else f"separability already saturates at {result.saturated_at}"
+        )
+        suggestion = {"task": "T5", "layer": entry.name, "text": f"{why}: it may be unnecessary"}
+        if removable:
+            suggestion["remove"] = [entry.name]
+        else:
+            suggestion["text"] += (
+                " (not proposed: only a dense layer after a dense layer is removed)"
+            )
+        suggestions.append(suggestion)
+    if result.needs_capacity and len(names) >= 2:
+        last = names[-2]
+        acc = layers[last]["T5"]["accuracy"]
+        suggestions.append(
+            {
+                "task": "T5",
+                "layer": last,
+                "add_capacity": True,
+                "text": f"labels are not yet separable after the last hidden layer {last} "
+                f"(linear probe {acc:.3f}): more capacity may be needed",
+            }
+        )
+    for entry in result.layers:
+        layers[entry.name]["T5"].update(
+            gain=None if entry.gain is None else round(entry.gain, 4),
+            removable=bool(entry.removable),
+            after_saturation=bool(entry.after_saturation),
+        )
+    return {
+        "metric": result.metric,
+        "saturated_at": result.saturated_at,
+        "needs_capacity": bool(result.needs_capacity),
+        "reasons": result.reasons,
+    }, suggestions
 
 
 def run_findings(run, snapshot_index: int = -1, t: Thresholds = Thresholds()) -> dict:
-    """Findings of every analysed layer, plus the layer-level T5 suggestions."""
+    """Findings of every analysed layer, plus the layer-level T5 suggestions and T4 widths."""
     layers = {name: layer_findings(run, name, snapshot_index, t) for name in run.layer_names}
     output_name = run.layer_names[-1] if run.layer_names else None
-    hidden_dense = [n for n in run.layer_names if layers[n]["kind"] == "dense" and n != output_name]
-    suggestions = []
-    for i, name in enumerate(hidden_dense):
-        acc = layers[name]["T5"]["accuracy"]
-        if acc is not None and acc >= t.separable_accuracy and i + 1 < len(hidden_dense):
-            later = hidden_dense[i + 1 :]
-            suggestions.append(
-                {
-                    "task": "T5",
-                    "layer": name,
-                    "remove": later,
-                    "text": f"labels are already separable after {name} (k-NN accuracy {acc:.3f}); "
-                    f"the later hidden dense layer(s) {later} may be unnecessary",
-                }
-            )
-            break
-    if hidden_dense:
-        last = hidden_dense[-1]
-        acc = layers[last]["T5"]["accuracy"]
-        if acc is not None and acc < t.capacity_accuracy:
-            suggestions.append(
-                {
-                    "task": "T5",
-                    "layer": last,
-                    "add_capacity": True,
-                    "text": f"labels are not yet separable after the last hidden layer {last} "
-                    f"(k-NN accuracy {acc:.3f}): more capacity may be needed",
-                }
-            )
+    depth, suggestions = depth_suggestions(run, layers, t) if layers else ({}, [])
+    removed = {n for s in suggestions for n in s.get("remove", [])}
     widths = {
         n: f["T4"]["suggested_width"]
         for n, f in layers.items()
-        if f["T4"]["oversized"] and n != output_name
+        if f["T4"]["oversized"] and n != output_name and n not in removed
     }
     step = layers[output_name]["step"] if output_name else None
     return {
         "step": step,
         "thresholds": asdict(t),
         "layers": layers,
+        "necessity": depth,
         "suggestions": suggestions,
         "suggested_widths": widths,
     }
@@ -277,6 +347,7 @@ def summarize(result: dict) -> dict:
             "n_filters": f["n_filters"],
             "suggested_width": f["T4"]["suggested_width"],
             "separability": f.get("T5", {}).get("accuracy"),
+            "signal_rank": f["T4"].get("signal_rank"),
         }
     return {
         "step": result["step"],

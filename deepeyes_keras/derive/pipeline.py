@@ -1,14 +1,15 @@
-"""The derived stages of a run, in order: maps, then views, then findings.
+"""The derived stages of a run, in order: maps, then findings, then views.
 
 :func:`update_run` is the one pipeline: the background worker
 (:mod:`deepeyes_keras.derive.worker`) runs it after each snapshot (or once fit returns), and
 ``deepeyes maps RUN`` runs it on a finished or interrupted run. Each step is idempotent and writes
-only its own files, so running it again only fills in what is missing.
+only its own files, so running it again only fills in what is missing. Findings come before the
+views because a layer view draws the T4 evidence (the explained-variance curve) of its snapshot.
 
 Example:
     >>> from deepeyes_keras.derive.pipeline import update_run
     >>> update_run("deepeyes_runs/lenet-demo")                  # doctest: +SKIP
-    Updated(maps=63, views=65, findings=21)
+    Updated(maps=63, findings=21, views=65)
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ Progress = Callable[[int, int, str], None]
 
 @dataclass(frozen=True)
 class Updated:
-    """What one pass of the pipeline wrote: maps, view files and snapshots' findings."""
+    """What one pass of the pipeline wrote: maps, snapshots' findings and view files."""
 
     maps: int
-    views: int
     findings: int
+    views: int
 
 
 def update_run(
@@ -40,7 +41,7 @@ def update_run(
     progress: Progress | None = None,
     cache: ThumbnailCache | None = None,
 ) -> Updated:
-    """Computes the maps, views and findings a run still lacks.
+    """Computes the maps, findings and views a run still lacks.
 
     Args:
         run_dir: the run directory.
@@ -50,9 +51,9 @@ def update_run(
         cache: thumbnail cache to reuse across calls (the worker keeps one).
     """
     maps = compute_missing_maps(run_dir, max_points=max_points, seed=seed, progress=progress)
-    views = write_views(run_dir, cache=cache)
     findings = write_findings(run_dir)
-    return Updated(maps=maps, views=len(views), findings=findings)
+    views = write_views(run_dir, cache=cache)
+    return Updated(maps=maps, findings=findings, views=len(views))
 
 
 def update_views(run_dir, *, cache: ThumbnailCache | None = None) -> int:

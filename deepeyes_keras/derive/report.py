@@ -14,7 +14,7 @@ def format_report(summary: dict) -> str:
         "undetected",
         "redundant grp",
         "suggest width",
-        "k-NN sep.",
+        "probe acc.",
     )
     rows = [header]
     for name, r in summary["layers"].items():

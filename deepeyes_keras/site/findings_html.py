@@ -39,6 +39,19 @@ def indices(values: list) -> str:
     return f"{len(values)}" + (f" ({escape(shown)}{more})" if values else "")
 
 
+def separability_text(t5) -> str:
+    """T5 in one cell: linear probe and k-NN accuracy (k-NN only in schema-1 findings)."""
+    if not isinstance(t5, dict) or t5.get("accuracy") is None:
+        return "-"
+    chance = t5.get("chance") or 0.0
+    if "linear" not in t5:  # findings written before the linear probe existed
+        return f"k-NN {t5['accuracy']:.3f} (chance {chance:.3f})"
+    text = f"linear {t5['linear']:.3f}, k-NN {t5.get('knn') or 0:.3f} (chance {chance:.3f})"
+    if isinstance(t5.get("gain"), int | float):
+        text += f", gain {t5['gain']:+.3f}"
+    return text
+
+
 def finding_cells(name: str, f: dict, link_to: str | None) -> list[str]:
     """The cells of one layer's row (HTML), linked to its page when ``link_to`` is given."""
     t1, t2, t3 = f.get("T1") or {}, f.get("T2") or {}, f.get("T3") or {}
@@ -53,10 +66,9 @@ def finding_cells(name: str, f: dict, link_to: str | None) -> list[str]:
     width = t4.get("suggested_width")
     n = f.get("n_filters")
     size = f"{n} → {width}" if t4.get("oversized") else f"{n} (keep)"
-    if isinstance(t5, dict) and t5.get("accuracy") is not None:
-        sep = f"k-NN {t5['accuracy']:.3f} (chance {t5.get('chance', 0):.3f})"
-    else:
-        sep = "-"
+    if isinstance(t4.get("signal_rank"), int):
+        size += f"; rank {t4['signal_rank']}"
+    sep = separability_text(t5)
     return [
         anchor(link_to, name) if link_to else escape(name),
         escape(stable),
