@@ -1,4 +1,7 @@
-"""Reference networks: the paper's Caffe LeNet (recipe in viewer_site/case-studies/mnist-lenet.md), rebuilt in Keras."""
+"""Reference networks: the paper's Caffe LeNet, rebuilt in Keras.
+
+The recipe is described in viewer_site/case-studies/mnist-lenet.md.
+"""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ def test_lenet_redesign_of_the_paper_has_93920_parameters():
     model = compile_lenet(lenet(seed=0))
     assert model.count_params() == 431_080
     smaller = resize_model(model, {"conv1": 10, "fc1": 100})
-    assert smaller.count_params() == 93_920  # the paper's redesign (viewer_site/case-studies/mnist-lenet.md)
+    assert smaller.count_params() == 93_920  # the paper's redesign
     assert [layer.name for layer in smaller.layers] == [layer.name for layer in model.layers]
     assert smaller.get_layer("conv1").filters == 10
     # Same compile settings: optimizer momentum, loss and the inv schedule survive.
