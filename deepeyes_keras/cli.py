@@ -68,6 +68,109 @@ def _export(args) -> int:
     return 0
 
 
+def _redesign(args) -> int:
+    from deepeyes_keras.redesign.hook import load_hook
+    from deepeyes_keras.redesign.verify import verify_proposal, write_proposal
+    from deepeyes_keras.run.reader import load_run
+
+    if args.verify and not args.hook:
+        raise ValueError(
+            "--verify needs --hook FILE: a Python file whose build_data() returns the data to "
+            "retrain on (see viewer_site/guide/redesign.md)."
+        )
+    run = load_run(args.run)
+    hook = load_hook(args.hook) if args.hook else None
+    given = read_proposal(args.proposal, run) if args.proposal else None
+    source = f"file {args.proposal}" if args.proposal else None
+    proposal = write_proposal(run, given, hook=hook, step=args.step, source=source)
+    print(proposal_text(proposal, run.proposal or {}))
+    print(f"Proposal written to {run.layout.proposal}")
+    if not args.verify:
+        return 0
+    result = verify_proposal(
+        run,
+        hook_path=hook,
+        seeds=args.seeds,
+        proposal=proposal,
+        progress=lambda line: print(line, flush=True),
+    )
+    if result["status"] == "finished":
+        print(comparison_text(result))
+    print(f"Verification written to {run.layout.verification}")
+    return 0
+
+
+def read_proposal(path: str, run):
+    """A proposal for ``run`` from a JSON file like proposal.json (``widths``, ``remove``)."""
+    from deepeyes_keras.redesign.proposal import Proposal
+    from deepeyes_keras.run.layout import read_json
+
+    data = read_json(path)
+    widths = data.get("widths", {}) if isinstance(data, dict) else None
+    remove = data.get("remove", []) if isinstance(data, dict) else None
+    if not isinstance(widths, dict) or not isinstance(remove, list):
+        raise ValueError(
+            f"--proposal {path}: expected a JSON object like proposal.json, e.g. "
+            '{"widths": {"conv1": 10}, "remove": ["fc2"]}. '
+            f"Received: {type(data).__name__} {str(data)[:80]}."
+        )
+    original = {i["name"]: int(i["n_filters"]) for i in run.manifest.get("analysed_layers") or []}
+    return Proposal.from_dict({"run": run.name, "step": None, "original_widths": original, **data})
+
+
+def proposal_text(proposal, written: dict) -> str:
+    """The proposal in lines: each change with its reason, and the parameters before -> after."""
+    source = written.get("source", "findings")
+    origin = f"the findings at step {proposal.step}" if source == "findings" else source
+    lines = [f"Proposal for run {proposal.run!r}, from {origin}:"]
+    if not proposal.changes:
+        lines.append("  no change: every analysed layer keeps its width and place.")
+    for name, width in proposal.widths.items():
+        before = proposal.original_widths.get(name, "?")
+        reason = proposal.reasons.get(name)
+        lines.append(f"  {name}: {before} -> {width}" + (f"  ({reason})" if reason else ""))
+    for name in proposal.remove:
+        reason = proposal.reasons.get(name)
+        lines.append(f"  {name}: remove" + (f"  ({reason})" if reason else ""))
+    before, after = proposal.parameters_before, proposal.parameters_after
+    if before and after is not None:
+        lines.append(f"Parameters: {before:,} -> {after:,} ({after / before:.2f} x)")
+    else:
+        lines.append(f"Parameters: unknown ({written.get('parameters_error', 'not counted')})")
+    return "\n".join(lines)
+
+
+def mean_sd(stats: dict, scale: float = 1.0, digits: int = 2) -> str:
+    mean, sd = stats["mean"] * scale, stats.get("sd")
+    return f"{mean:.{digits}f}" + ("" if sd is None else f" ± {sd * scale:.{digits}f}")
+
+
+def comparison_text(result: dict) -> str:
+    """The verification as a table: network, widths, parameters, test metric, training time."""
+    accuracy = result["metric"]["name"] == "accuracy"
+    scale = 100.0 if accuracy else 1.0
+    metric = "test accuracy, %" if accuracy else f"test {result['metric']['key']}"
+    heads = ["network", "widths", "parameters", f"{metric} (mean ± sd)", "training, s"]
+    rows = [heads]
+    for role, net in result["networks"].items():
+        widths = ", ".join(f"{k} {v}" for k, v in net["widths"].items())
+        if net.get("removed"):
+            widths += f" ({', '.join(net['removed'])} removed)"
+        test = mean_sd(net["test"], scale, 2 if accuracy else 4)
+        rows.append([role, widths, f"{net['parameters']:,}", test, mean_sd(net["train_seconds"])])
+    sizes = [max(len(r[i]) for r in rows) for i in range(len(heads))]
+    lines = ["  ".join(c.ljust(n) for c, n in zip(r, sizes, strict=True)).rstrip() for r in rows]
+    diff = result["difference"]
+    per_seed = ", ".join(f"{v:+.2f}" for v in diff["per_seed"])
+    seeds = ", ".join(map(str, result["seeds_done"]))
+    lines.append(
+        f"Difference (proposal - original): {diff['mean']:+.2f} {diff['unit']} "
+        f"(per seed: {per_seed}); seeds {seeds}, each network trained from fresh weights on "
+        "the same data and fit settings."
+    )
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepeyes", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,6 +213,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="snapshot of the layer views (default: the last with views)",
     )
     export.set_defaults(func=_export)
+    redesign = sub.add_parser(
+        "redesign",
+        help="turn a run's findings into a smaller network; with --verify, retrain and compare",
+    )
+    redesign.add_argument("run", help="run directory (with findings: `deepeyes maps RUN`)")
+    redesign.add_argument(
+        "--step", type=int, default=None, help="snapshot of the findings (default: the last)"
+    )
+    redesign.add_argument(
+        "--verify",
+        action="store_true",
+        help="train the original and the proposal on the same data and seeds (needs --hook)",
+    )
+    redesign.add_argument(
+        "--hook", default=None, help="Python file with build_data() (see the redesign guide)"
+    )
+    redesign.add_argument(
+        "--seeds", type=int, nargs="+", default=None, help="seeds (default: the hook's SEEDS)"
+    )
+    redesign.add_argument(
+        "--proposal",
+        default=None,
+        help="verify this proposal (JSON like proposal.json) instead of the findings' one",
+    )
+    redesign.set_defaults(func=_redesign)
     return parser
 
 

@@ -25,6 +25,7 @@ from html import escape
 
 from deepeyes_keras.site.findings_html import findings_html
 from deepeyes_keras.site.markup import Link, anchor, chart, notice, number, table
+from deepeyes_keras.site.redesign_html import redesign_html
 from deepeyes_keras.site.runs import SiteLayer, SiteRun
 
 # ----------------------------------------------------------------------------- small pieces
@@ -211,7 +212,7 @@ def model_table(run: SiteRun) -> str:
 
 
 def run_page(run: SiteRun, *, link: Link) -> str:
-    """A run: status, training curves, perplexity histograms, findings, layers, model."""
+    """A run: status, training curves, perplexity histograms, findings, redesign, layers, model."""
     model = run.model
     out = [
         '<div class="deepeyes-page deepeyes-run">',
@@ -227,6 +228,9 @@ def run_page(run: SiteRun, *, link: Link) -> str:
     if run.findings is not None:
         out.append("<h2>Findings</h2>")
         out.append(findings_html(run.findings, link=link, run=run))
+    if run.proposal is not None or run.verification is not None:
+        out.append("<h2>Redesign</h2>")
+        out.append(redesign_html(run.proposal, run.verification))
     out += ["<h2>Layers</h2>", layers_table(run, link), model_table(run)]
     return "".join(out) + "</div>"
 

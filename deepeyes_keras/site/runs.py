@@ -70,6 +70,8 @@ class SiteRun:
     overview: str | None = None
     histograms: str | None = None
     findings: dict | None = None
+    proposal: dict | None = None  # redesign/proposal.json (`deepeyes redesign RUN`)
+    verification: dict | None = None  # redesign/verification.json (`... --verify`)
     specs: dict[str, Path] = field(default_factory=dict)  # site path -> file to copy there
 
     @property
@@ -237,6 +239,8 @@ def load_site_run(path: Path, *, section: str, taken: set[str]) -> SiteRun | Non
             site.layers.append(layer)
     # written by the findings stage (deepeyes_keras.derive.findings), read through the reader
     site.findings = run.snapshots[-1].findings if run.snapshots else None
+    # written by `deepeyes redesign` (deepeyes_keras.redesign), read through the reader
+    site.proposal, site.verification = run.proposal, run.verification
     return site
 
 
