@@ -12,6 +12,7 @@ import functools
 import json
 import pathlib
 import re
+import shutil
 import struct
 import zlib
 
@@ -23,8 +24,12 @@ import pytest
 from deepeyes_keras import charts
 from deepeyes_keras.charts import histograms_spec, layer_spec, overview_spec, render, spec_json
 from deepeyes_keras.charts.common import clean_number
-from deepeyes_keras.charts.heatmap import heatmap_grid
+from deepeyes_keras.charts.heatmap import KEPT_EXPR, heatmap_grid
+from deepeyes_keras.charts.variance import MAX_CURVE_POINTS
+from deepeyes_keras.derive.findings import write_findings
 from deepeyes_keras.derive.thumbnails import patch_thumbnail
+from deepeyes_keras.derive.views import layer_view, width_evidence
+from deepeyes_keras.run.reader import load_run
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -192,6 +197,13 @@ def histogram_inputs(steps=(10, 20, 40, 80, 100, 200)):
     return layers, snapshots
 
 
+# The T4 evidence of an 8-filter layer (as the findings hold it): r = 3, suggested width 6.
+CURVE = [0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 1.0]
+T4 = dict(cumulative_variance=CURVE, signal_rank=3, suggested_width=6, oversized=True,
+          width_text="3 directions above the noise (Gavish-Donoho; noise 2% of the variance); "
+          "k(0.99) = 6 of 8: suggested width 6 = 2 x 3 (verify by retraining)")  # fmt: skip
+
+
 METRICS = {
     "step": [10, 20, 30, 40],
     "loss": [2.3, 1.2, None, 0.6],
@@ -205,13 +217,14 @@ def specs():
         "overview": overview_spec(METRICS),
         "histograms": histograms_spec(*histogram_inputs()),
         "layer": layer_spec(**layer_inputs()),
+        "layer_t4": layer_spec(**layer_inputs(), **T4),
     }
 
 
 # ----------------------------------------------------------------------------- every spec
 
 
-@pytest.mark.parametrize("kind", ["overview", "histograms", "layer"])
+@pytest.mark.parametrize("kind", ["overview", "histograms", "layer", "layer_t4"])
 def test_spec_is_valid_strict_deterministic_and_explicitly_named(specs, kind):
     spec = specs[kind]
     assert_valid(spec)
@@ -223,11 +236,12 @@ def test_spec_is_valid_strict_deterministic_and_explicitly_named(specs, kind):
         "overview": lambda: overview_spec(METRICS),
         "histograms": lambda: histograms_spec(*histogram_inputs()),
         "layer": lambda: layer_spec(**layer_inputs()),
+        "layer_t4": lambda: layer_spec(**layer_inputs(), **T4),
     }[kind]()
     assert spec_json(again) == text
 
 
-@pytest.mark.parametrize("kind", ["overview", "histograms", "layer"])
+@pytest.mark.parametrize("kind", ["overview", "histograms", "layer", "layer_t4"])
 def test_spec_renders_to_a_non_blank_png_and_svg(specs, kind):
     assert_renders(specs[kind])
 
@@ -246,7 +260,7 @@ def test_clean_number_and_spec_json():
 
 # The stage's contract: Altair only; of this package, only charts/ and the run layout.
 ALLOWED_IMPORTS = {"altair", "numpy", "vl_convert", "__future__", "collections", "dataclasses"}
-ALLOWED_IMPORTS |= {"json", "math", "typing", "deepeyes_keras.run.layout"}
+ALLOWED_IMPORTS |= {"json", "math", "textwrap", "typing", "deepeyes_keras.run.layout"}
 
 
 def test_charts_package_imports_only_altair_numpy_and_the_run_layout():
@@ -474,6 +488,151 @@ def test_layer_rejects_inconsistent_shapes():
         layer_spec(**layer_inputs(selected_filter=8))
 
 
+# ----------------------------------------------------------------------------- layer: T4 evidence
+
+
+def test_variance_view_draws_the_curve_the_rules_and_the_title(specs):
+    spec = specs["layer_t4"]
+    assert spec["datasets"]["variance"] == [{"k": k + 1, "share": c} for k, c in enumerate(CURVE)]
+    assert spec["datasets"]["variance_rules"] == [
+        {"k": 3, "label": "signal rank r = 3"},
+        {"k": 6, "label": "suggested width 6"},
+    ]
+    (unit,) = param(spec, "keep")["views"]
+    curve = layer_of(spec, unit)
+    assert curve["title"]["text"] == "Width needed (T4): 6 of 8 filters (cut proposed)"
+    subtitle = " ".join(curve["title"]["subtitle"])
+    assert T4["width_text"] in subtitle and "visual aid" in subtitle
+    points = view(spec, unit)
+    assert points["data"] == {"name": "variance"} and points["mark"]["type"] == "circle"
+    assert points["encoding"]["x"]["field"] == "k" and points["encoding"]["y"]["field"] == "share"
+    assert points["encoding"]["x"]["scale"] == {"domain": [0, 8], "nice": False}
+    assert points["encoding"]["y"]["scale"]["domain"] == [0, 1]
+    assert {t["field"] for t in points["encoding"]["tooltip"]} == {"k", "share"}
+    marks = {(u["mark"]["type"], u["data"]["name"]): u for u in curve["layer"]}
+    assert marks["line", "variance"]["encoding"]["x"]["field"] == "k"
+    rules = marks["rule", "variance_rules"]["encoding"]
+    assert rules["x"]["field"] == "k" and rules["color"]["field"] == "label"
+    assert rules["color"]["scale"]["domain"] == ["signal rank r = 3", "suggested width 6"]
+    delta = [u for u in curve["layer"] if u["encoding"].get("y", {}).get("datum") == 0.99]
+    assert [u["mark"]["type"] for u in delta] == ["rule", "text"]
+    # the column left of the filter map: the heatmap above the curve
+    assert [u.get("name") for u in spec["vconcat"][0]["hconcat"][0]["vconcat"]][0] == "heatmap"
+
+
+def test_keep_param_links_the_curve_to_the_heatmap(specs):
+    spec = specs["layer_t4"]
+    assert sorted(p["name"] for p in spec["params"]) == [
+        "brush", "filter", "heatmap_mode", "heatmap_sort", "keep", "overlay"
+    ]  # fmt: skip
+    keep = param(spec, "keep")
+    assert keep["select"] == {"type": "point", "fields": ["k"], "nearest": True, "on": "click",
+                              "toggle": False, "clear": "dblclick"}  # fmt: skip
+    assert keep["value"] == [{"k": 6}]  # starts at the suggested width
+    heat = view(spec, "heatmap")
+    transforms = json.dumps(heat["transform"])
+    assert KEPT_EXPR in transforms and "keep.k[0]" in KEPT_EXPR and '"max_rank"' in transforms
+    assert heat["encoding"]["opacity"]["condition"][0] == {"test": "!datum.kept", "value": 0.12}
+    # the other links are as without the evidence
+    assert param(spec, "filter")["views"] == param(specs["layer"], "filter")["views"]
+    assert param(spec, "brush")["views"] == param(specs["layer"], "brush")["views"]
+    assert heat["encoding"]["stroke"]["condition"][0]["param"] == "filter"
+
+
+def _heatmap_cells(spec: dict) -> dict[int, dict[str, str]]:
+    return {int(c["filter"]): c for c in map(fields_of, aria_labels(spec)) if "rank by max" in c}
+
+
+def test_keep_fades_the_filters_beyond_the_picked_width_when_rendered():
+    inputs = layer_inputs()
+    spec = layer_spec(**inputs, **T4)
+    cells = _heatmap_cells(spec)
+    order = sorted(range(8), key=lambda k: (-inputs["max_activation"][k], k))
+    assert [int(cells[k]["rank by max"]) for k in order] == list(range(1, 9))
+    assert {k for k, c in cells.items() if c["kept"] == "true"} == set(order[:6])
+    labels = aria_labels(spec)
+    assert "text: keep 6: 99.0% of the variance" in labels
+    # what a click on k = 2 does; a double click (empty selection) keeps every filter
+    param(spec, "keep")["value"] = [{"k": 2}]
+    assert {k for k, c in _heatmap_cells(spec).items() if c["kept"] == "true"} == set(order[:2])
+    param(spec, "keep")["value"] = []
+    assert all(c["kept"] == "true" for c in _heatmap_cells(spec).values())
+    assert not [a for a in aria_labels(spec) if a.startswith("text: keep")]
+
+
+def test_without_t4_evidence_there_is_no_variance_view(specs):
+    spec = specs["layer"]
+    assert "keep" not in {p["name"] for p in spec["params"]}
+    assert set(spec["datasets"]) == {"filters", "points"}
+    assert not [d for d in walk(spec) if str(d.get("name", "")).startswith("variance")]
+    assert "keep" not in spec_json(spec) and "max_rank" not in spec_json(spec)
+    none = dict(cumulative_variance=None, signal_rank=None, suggested_width=None)
+    assert spec_json(layer_spec(**layer_inputs(), **none)) == spec_json(spec)
+
+
+def test_wide_layers_get_a_bounded_curve_on_a_log_axis():
+    n = 5000
+    curve = np.cumsum(np.r_[np.full(20, 0.045), np.full(n - 20, 0.1 / (n - 20))])
+    spec = layer_spec(**layer_inputs(n_filters=n, n_points=4, thumbnails=False),
+                      cumulative_variance=curve, signal_rank=20, suggested_width=37)  # fmt: skip
+    rows = spec["datasets"]["variance"]
+    ks = [r["k"] for r in rows]
+    assert len(rows) <= MAX_CURVE_POINTS and ks == sorted(set(ks))
+    assert {1, 20, 37, n} <= set(ks)
+    assert all(r["share"] == clean_number(curve[r["k"] - 1]) for r in rows)
+    (unit,) = param(spec, "keep")["views"]
+    assert view(spec, unit)["encoding"]["x"]["scale"] == {
+        "type": "log", "domain": [1, n], "nice": False
+    }  # fmt: skip
+    assert "(no cut)" in layer_of(spec, unit)["title"]["text"]
+
+
+def test_t4_evidence_is_checked():
+    inputs = layer_inputs()
+    with pytest.raises(ValueError, match=r"\['signal_rank'\] = None"):
+        layer_spec(**inputs, cumulative_variance=CURVE, suggested_width=6)
+    with pytest.raises(ValueError, match="Received: 7 values. Expected 8"):
+        layer_spec(**inputs, **{**T4, "cumulative_variance": CURVE[:7]})
+    with pytest.raises(ValueError, match="non-decreasing shares"):
+        layer_spec(**inputs, **{**T4, "cumulative_variance": CURVE[::-1]})
+    with pytest.raises(ValueError, match="suggested_width=9. Expected 1..8"):
+        layer_spec(**inputs, **{**T4, "suggested_width": 9})
+
+
+SCHEMA1 = pathlib.Path(__file__).parent / "fixtures" / "schema1" / "schema1-run"
+
+
+def test_layer_view_draws_the_findings_t4_evidence_when_there_is_some(tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(SCHEMA1, run_dir)
+    # schema 1's findings hold no curve: the views are as before the evidence existed
+    snap = load_run(run_dir).snapshots[-1]
+    assert width_evidence(snap, "fc1") == {}
+    assert "variance" not in layer_view(snap, "fc1")["datasets"]
+    # without findings at all (removed from the records), then with the findings stage's
+    for record in (run_dir / "snapshots").glob("*.json"):
+        data = json.loads(record.read_text())
+        data.pop("findings"), data.pop("findings_summary", None)
+        record.write_text(json.dumps(data))
+    snap = load_run(run_dir).snapshots[-1]
+    assert snap.findings is None and width_evidence(snap, "fc1") == {}
+    before = layer_view(snap, "fc1")
+    assert "variance" not in before["datasets"]
+    assert write_findings(run_dir) == 2
+    snap = load_run(run_dir).snapshots[-1]
+    t4 = snap.findings["layers"]["fc1"]["T4"]
+    spec = layer_view(snap, "fc1")
+    assert [r["share"] for r in spec["datasets"]["variance"]] == [
+        clean_number(c) for c in t4["cumulative_variance"]
+    ]
+    assert [r["k"] for r in spec["datasets"]["variance_rules"]] == [
+        t4["signal_rank"], t4["suggested_width"]
+    ]  # fmt: skip
+    assert param(spec, "keep")["value"] == [{"k": t4["suggested_width"]}]
+    assert spec["datasets"]["filters"] == before["datasets"]["filters"]
+    assert_valid(spec)
+
+
 # ----------------------------------------------------------------------------- layer: rendered
 
 
@@ -545,26 +704,36 @@ CHROMIUM_FLAGS = [
 ]  # fmt: skip
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
-def test_layer_spec_clicks_and_brush_in_headless_chromium():
-    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+SIGNAL = "JSON.stringify(view.signal('{}'))"
+
+
+def open_in_chromium(browser, spec: dict, height: int = 1000):
+    """A page of `browser` showing `spec` with vega-embed (SVG), its view as ``window.view``."""
     import vl_convert
 
-    spec = layer_spec(**layer_inputs(n_filters=12, n_points=60))
     page_html = (
         f"<div id='vis'></div><script>{vl_convert.javascript_bundle(vl_version='6.4')}</script>"
         f"<script>vegaEmbed('#vis', {spec_json(spec)}, {{renderer: 'svg', actions: false}})"
         ".then(r => { window.view = r.view; }, e => { window.failed = String(e); });</script>"
     )
-    signal = "JSON.stringify(view.signal('{}'))"
+    page = browser.new_page(viewport={"width": 1300, "height": height})
+    page.set_content(page_html)
+    page.wait_for_function("window.view || window.failed", timeout=30_000)
+    assert page.evaluate("window.failed || null") is None
+    return page
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_layer_spec_clicks_and_brush_in_headless_chromium():
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+
+    spec = layer_spec(**layer_inputs(n_filters=12, n_points=60))
+    signal = SIGNAL
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
-            page.set_content(page_html)
-            page.wait_for_function("window.view || window.failed", timeout=30_000)
-            assert page.evaluate("window.failed || null") is None
+            page = open_in_chromium(browser, spec)
             # a click on heatmap cell 5 selects filter 5 and rings it in the filter map
             page.query_selector_all("g.heatmap_marks path")[5].click()
             assert json.loads(page.evaluate(signal.format("filter")))["filter"] == [5]
@@ -595,5 +764,40 @@ def test_layer_spec_clicks_and_brush_in_headless_chromium():
             ]  # fmt: skip
             assert 0 < len(inside) < 60
             assert len(page.query_selector_all("g.patches_marks image")) == len(inside)
+        finally:
+            browser.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+def test_clicking_the_variance_curve_fades_the_heatmap_in_headless_chromium():
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+
+    inputs = layer_inputs()
+    spec = layer_spec(**inputs, **T4)
+    order = sorted(range(8), key=lambda k: (-inputs["max_activation"][k], k))
+    (unit,) = param(spec, "keep")["views"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        try:
+            page = open_in_chromium(browser, spec, height=1100)
+
+            def faded() -> set[int]:
+                cells = page.query_selector_all("g.heatmap_marks path")
+                return {k for k, c in enumerate(cells) if c.get_attribute("opacity") == "0.12"}
+
+            assert json.loads(page.evaluate(SIGNAL.format("keep")))["k"] == [6]
+            assert faded() == set(order[6:])
+            box = page.query_selector_all(f"g.{unit}_marks path")[1].bounding_box()  # k = 2
+            x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+            page.mouse.click(x, y)
+            assert json.loads(page.evaluate(SIGNAL.format("keep")))["k"] == [2]
+            assert faded() == set(order[2:])
+            page.mouse.dblclick(x, y)
+            assert json.loads(page.evaluate(SIGNAL.format("keep"))) == {}
+            assert faded() == set()
+            # the filter selection still works beside it
+            page.query_selector_all("g.heatmap_marks path")[5].click()
+            assert json.loads(page.evaluate(SIGNAL.format("filter")))["filter"] == [5]
         finally:
             browser.close()

@@ -2,8 +2,9 @@
 
 The views: `overview.py` (training metrics over steps), `histograms.py` (perplexity histograms
 of every layer) and the layer page, composed in `layer.py` from `heatmap.py`, `filter_map.py`,
-`input_map.py` and `patches.py`. Shared pieces live in `common.py`; `rendering.py` writes a spec
-as strict JSON or draws it to PNG/SVG. Builders return plain, JSON-ready dicts.
+`input_map.py`, `patches.py` and `variance.py` (the T4 evidence, when the findings hold it).
+Shared pieces live in `common.py`; `rendering.py` writes a spec as strict JSON or draws it to
+PNG/SVG. Builders return plain, JSON-ready dicts.
 
 Example:
     >>> from deepeyes_keras import charts

@@ -1,15 +1,17 @@
-"""The page of one layer: five linked views as ONE top-level Vega-Lite spec.
+"""The page of one layer: five or six linked views as ONE top-level Vega-Lite spec.
 
 Selections link only inside one spec, so the views are composed here with ``|`` and ``&``
 (Altair's hconcat and vconcat). Layout (about 1,100 px wide)::
 
     activation heatmap (<= ~400 px)   | filter map
+    [width needed (T4): the curve]    |
     input map                         | patches of brushed points
                                       | max activation per filter in the brush
 
-The parts, one module each: `heatmap.py`, `filter_map.py`, `input_map.py` and `patches.py` (the
-views), `layer_params.py` (the controls and the ``filter`` and ``brush`` selections that link
-the views), `layer_data.py` (the ``filters`` and ``points`` rows they are drawn from), all in
+The parts, one module each: `heatmap.py`, `filter_map.py`, `input_map.py`, `patches.py` and
+`variance.py` (the views; the last only when the T4 evidence is given), `layer_params.py` (the
+controls and the ``filter``, ``brush`` and ``keep`` selections that link the views),
+`layer_data.py` (the ``filters`` and ``points`` rows they are drawn from), all in
 `deepeyes_keras/charts/`. Written by the views stage as ``views/step-NNNNNNNN/L<i>.vl.json``
 (see `deepeyes_keras/derive/views.py`).
 """
@@ -27,6 +29,7 @@ from deepeyes_keras.charts.input_map import input_map_chart
 from deepeyes_keras.charts.layer_data import DEFAULT_MAX_VALUES, STALE_FRACTION, layer_rows
 from deepeyes_keras.charts.layer_params import layer_params
 from deepeyes_keras.charts.patches import patch_bars_chart, patches_chart
+from deepeyes_keras.charts.variance import variance_chart, variance_rows
 
 __all__ = ["layer_spec", "STALE_FRACTION"]
 
@@ -52,6 +55,11 @@ def layer_spec(
     stale_fraction: float = STALE_FRACTION,
     max_values: int = DEFAULT_MAX_VALUES,
     selected_filter: int | None = None,
+    cumulative_variance=None,
+    signal_rank: int | None = None,
+    suggested_width: int | None = None,
+    oversized: bool = False,
+    width_text: str | None = None,
 ) -> dict:
     """One layer's heatmap, filter map, input map and patch view, linked, as one spec dict.
 
@@ -70,9 +78,17 @@ def layer_spec(
         max_values: bound on shown points x F (the activation arrays dominate the spec's size):
             wide layers show fewer points, min(max_points, max_values // F).
         selected_filter: filter selected when the page opens (None: no selection).
+        cumulative_variance: the T4 evidence (`deepeyes_keras/derive/width.py`), (F,): the
+            share of the output variance held by the first 1..F principal directions. None
+            (the default): no variance view and no ``keep`` param.
+        signal_rank, suggested_width: the T4 signal rank and suggested width (F when no cut);
+            required with `cumulative_variance`. The ``keep`` pick starts at the width.
+        oversized: whether T4 proposes a cut (the view's title says so).
+        width_text: the T4 evidence sentence, shown under the view's title.
 
     Returns:
-        A Vega-Lite v6 spec dict with params heatmap_mode, heatmap_sort, overlay, filter, brush.
+        A Vega-Lite v6 spec dict with params heatmap_mode, heatmap_sort, overlay, filter, brush
+        (and keep, with `cumulative_variance`).
 
     Example:
         >>> import numpy as np
@@ -93,11 +109,27 @@ def layer_spec(
         seed=seed, point_step=point_step, stale_fraction=stale_fraction, max_values=max_values,
         selected_filter=selected_filter,
     )  # fmt: skip
-    params = layer_params(selected_filter=selected_filter)
+    with_width = _width_given(cumulative_variance, signal_rank, suggested_width)
+    params = layer_params(selected_filter=selected_filter,
+                          keep_width=suggested_width if with_width else None)  # fmt: skip
     filters, points = alt.Data(name="filters"), alt.Data(name="points")
     picked, brush, n_filters = params.picked, params.brush, rows.n_filters
+    datasets = {"filters": rows.filters, "points": rows.points}
 
-    heatmap = heatmap_chart(filters, n_filters=n_filters, picked=picked)
+    heatmap = heatmap_chart(filters, n_filters=n_filters, picked=picked, with_keep=with_width)
+    if with_width:
+        width_rows = variance_rows(
+            cumulative_variance,
+            n_filters=n_filters,
+            signal_rank=signal_rank,
+            suggested_width=suggested_width,
+        )
+        datasets |= {"variance": width_rows.curve, "variance_rules": width_rows.rules}
+        heatmap = (heatmap & variance_chart(
+            alt.Data(name="variance"), alt.Data(name="variance_rules"), n_filters=n_filters,
+            signal_rank=int(signal_rank), suggested_width=int(suggested_width),
+            oversized=bool(oversized), text=width_text, keep=params.keep, kept=params.kept,
+        )).properties(spacing=30)  # fmt: skip
     filter_map = filter_map_chart(filters, n_filters=n_filters, n_labels=n_labels, picked=picked)
     input_map = input_map_chart(
         points, n_labels=n_labels, n_shown=len(rows.points), n_points=rows.n_points, brush=brush
@@ -112,4 +144,17 @@ def layer_spec(
     chart = alt.vconcat(
         top, bottom, params=params.top_level(), title=f"{layer}, step {int(step)}"
     ).resolve_scale(color="independent", size="independent")
-    return finish(chart, {"filters": rows.filters, "points": rows.points})
+    return finish(chart, datasets)
+
+
+def _width_given(cumulative_variance, signal_rank, suggested_width) -> bool:
+    """Whether the T4 evidence is given: all three of its arguments, or none (ValueError)."""
+    given = {"cumulative_variance": cumulative_variance is not None,
+             "signal_rank": signal_rank is not None,
+             "suggested_width": suggested_width is not None}  # fmt: skip
+    if any(given.values()) and not all(given.values()):
+        missing = sorted(name for name, ok in given.items() if not ok)
+        raise ValueError(f"Invalid T4 evidence. Received: {missing} = None. Expected "
+                         "cumulative_variance, signal_rank and suggested_width together, "
+                         "or none of them.")  # fmt: skip
+    return all(given.values())

@@ -1,7 +1,7 @@
 """The named params that link the views of a layer page, and its controls (three radio groups).
 
 Draws nothing itself: the radio groups are the page's controls, bound to top-level params, and
-the two selections are what the views share (see `deepeyes_keras/charts/layer.py` for the page):
+the selections are what the views share (see `deepeyes_keras/charts/layer.py` for the page):
 
 * ``heatmap_mode`` (radio "max" | "frequency") and ``heatmap_sort`` (radio "index" | "value"):
   read by the heatmap's transforms (`deepeyes_keras/charts/heatmap.py`).
@@ -12,6 +12,11 @@ the two selections are what the views share (see `deepeyes_keras/charts/layer.py
   selected filter in all three and read by the input map as ``filter.filter[0]``.
 * ``brush`` (interval selection), added to the input map and filtering the patch view
   (`deepeyes_keras/charts/patches.py`).
+* ``keep`` (point selection on field "k", only when the page draws the T4 evidence), added to
+  the points of the explained-variance curve (`deepeyes_keras/charts/variance.py`): a click
+  picks a width k, the suggested width to start with; the heatmap fades the filters beyond the k
+  strongest (by max activation), read as ``keep.k[0]``. A double click clears it: every filter
+  is shown.
 
 Example:
     >>> params = layer_params(selected_filter=3)
@@ -19,6 +24,8 @@ Example:
     ['heatmap_mode', 'heatmap_sort', 'overlay', 'filter']
     >>> params.top_level()[-1].value
     [{'filter': 3}]
+    >>> layer_params(keep_width=8).keep.param.value
+    [{'k': 8}]
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import altair as alt
 from deepeyes_keras.charts.filter_map import FILTER_MAP_VIEW
 from deepeyes_keras.charts.heatmap import HEATMAP_VIEW
 from deepeyes_keras.charts.patches import PATCH_BARS_VIEW
+from deepeyes_keras.charts.variance import KEEP_PARAM
 
 __all__ = ["LayerParams", "layer_params", "OVERLAY_MODES", "FILTER_VIEWS"]
 
@@ -44,6 +52,9 @@ class LayerParams:
     Attributes:
         heatmap_mode, heatmap_sort, overlay: the radio-bound params.
         brush: the interval selection; the input map adds it, the patch view filters by it.
+        keep: the ``keep`` point selection, which the variance curve adds, or None (no T4
+            evidence on the page).
+        kept: ``alt.when(keep selection, empty=False)``, the predicate of the picked k, or None.
         picked: ``alt.when(filter selection, empty=False)``: the highlight predicate of the
             selected filter, for conditional encodings.
         filter: the ``filter`` point selection, declared once at the top level with its views.
@@ -55,9 +66,11 @@ class LayerParams:
     brush: alt.Parameter
     picked: alt.When
     filter: alt.TopLevelSelectionParameter
+    keep: alt.Parameter | None = None
+    kept: alt.When | None = None
 
     def top_level(self) -> list:
-        """The params declared on the page's top-level chart (the brush lives on its view)."""
+        """The params declared on the page's top-level chart (brush, keep: on their views)."""
         return [self.heatmap_mode.param, self.heatmap_sort.param, self.overlay.param, self.filter]
 
 
@@ -65,8 +78,16 @@ def _radio(name: str, value: str, options: list[str], text: str) -> alt.Paramete
     return alt.param(name=name, value=value, bind=alt.binding_radio(options=options, name=text))
 
 
-def layer_params(*, selected_filter: int | None = None) -> LayerParams:
-    """The params of a layer page; `selected_filter` is selected when the page opens."""
+def layer_params(
+    *, selected_filter: int | None = None, keep_width: int | None = None
+) -> LayerParams:
+    """The params of a layer page.
+
+    Args:
+        selected_filter: the filter selected when the page opens (None: none).
+        keep_width: the width the ``keep`` selection starts at (the suggested width); None: the
+            page has no variance curve and no ``keep`` param.
+    """
     heatmap_mode = _radio("heatmap_mode", "max", ["max", "frequency"], "heatmap colour ")
     heatmap_sort = _radio("heatmap_sort", "index", ["index", "value"], "heatmap order ")
     overlay = _radio("overlay", "filter", list(OVERLAY_MODES), "input map colour ")
@@ -83,6 +104,19 @@ def layer_params(*, selected_filter: int | None = None) -> LayerParams:
         views=list(FILTER_VIEWS),
         **({} if selected_filter is None else {"value": [{"filter": int(selected_filter)}]}),
     )
+    keep, kept = None, None
+    if keep_width is not None:
+        # A click, not a hover: the pick must stay put while the pointer travels to the heatmap.
+        keep = alt.selection_point(
+            name=KEEP_PARAM,
+            fields=["k"],
+            nearest=True,
+            on="click",
+            toggle=False,
+            clear="dblclick",
+            value=[{"k": int(keep_width)}],
+        )
+        kept = alt.when(keep, empty=False)
     return LayerParams(
         heatmap_mode=heatmap_mode,
         heatmap_sort=heatmap_sort,
@@ -90,4 +124,6 @@ def layer_params(*, selected_filter: int | None = None) -> LayerParams:
         brush=brush,
         picked=alt.when(selection, empty=False),
         filter=filter_param,
+        keep=keep,
+        kept=kept,
     )

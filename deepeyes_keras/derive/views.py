@@ -4,7 +4,8 @@ Its files (sorted-key Vega-Lite v6 JSON, self-contained; paths in
 :mod:`deepeyes_keras.run.layout`): ``views/overview.vl.json`` (loss and metrics over steps,
 rewritten as it grows), ``views/histograms.vl.json`` (perplexity histograms of every layer, with a
 snapshot selector) and ``views/step-NNNNNNNN/L<i>.vl.json`` (the linked layer view of layer i at
-that snapshot).
+that snapshot; with the snapshot's T4 evidence, the explained-variance curve, when its findings
+hold it: the findings stage runs first).
 
 :func:`write_views` is idempotent: layer views of a snapshot are written once (their data never
 changes), the two run-wide views every time. It is the second step of
@@ -54,6 +55,31 @@ def histograms(run: Run) -> dict:
     return charts.histograms_spec(layers, snapshots)
 
 
+def width_evidence(snapshot: Snapshot, name: str) -> dict:
+    """The T4 keyword arguments of `layer_spec` for one layer, from the snapshot's findings.
+
+    Empty (no variance view) when the findings are not computed, were written by schema 1
+    (whose T4 has no curve), or the layer had no variance (an empty curve).
+
+    Example:
+        >>> width_evidence(snapshot, "conv1")  # doctest: +SKIP
+        {'cumulative_variance': [0.52, 0.81, ...], 'signal_rank': 3, 'suggested_width': 6, ...}
+    """
+    t4 = (((snapshot.findings or {}).get("layers") or {}).get(name) or {}).get("T4") or {}
+    curve, rank, width = (
+        t4.get(k) for k in ("cumulative_variance", "signal_rank", "suggested_width")
+    )
+    if not curve or rank is None or width is None:
+        return {}
+    return {
+        "cumulative_variance": curve,
+        "signal_rank": int(rank),
+        "suggested_width": int(width),
+        "oversized": bool(t4.get("oversized", False)),
+        "width_text": t4.get("text"),
+    }
+
+
 def layer_view(
     snapshot: Snapshot, name: str, *, cache: ThumbnailCache | None = None, max_points: int = 2000
 ) -> dict | None:
@@ -82,6 +108,7 @@ def layer_view(
         n_labels=int(snapshot.run.manifest["model"].get("n_labels", 2)),
         max_points=max_points,
         point_step=samples.step[rows],
+        **width_evidence(snapshot, name),
     )
 
 
