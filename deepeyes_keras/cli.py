@@ -84,6 +84,8 @@ def _redesign(args) -> int:
     source = f"file {args.proposal}" if args.proposal else None
     proposal = write_proposal(run, given, hook=hook, step=args.step, source=source)
     print(proposal_text(proposal, run.proposal or {}))
+    if given is None:
+        print(history_text(run))
     print(f"Proposal written to {run.layout.proposal}")
     if not args.verify:
         return 0
@@ -98,6 +100,27 @@ def _redesign(args) -> int:
         print(comparison_text(result))
     print(f"Verification written to {run.layout.verification}")
     return 0
+
+
+def history_text(run) -> str:
+    """Progressive: each layer's width in the proposal at the step it became stable, and now."""
+    from deepeyes_keras.redesign.proposal import proposal_history
+
+    rows = proposal_history(run)
+    if not rows:
+        return "No layer is stable yet: the proposal may still change."
+    lines = ["Proposal when each layer became stable, against now:"]
+    for r in rows:
+        then = "removed" if r["removed_then"] else r["width_then"]
+        now = "removed" if r["removed_final"] else r["width_final"]
+        verdict = "same" if r["same"] else f"differs by {r['difference']:+d}"
+        if r["difference"] is None or r["removed_then"] != r["removed_final"]:
+            verdict = "same" if r["same"] else "differs"
+        lines.append(
+            f"  {r['layer']}: stable since step {r['stable_since_step']}: {then} then, "
+            f"{now} now ({verdict})"
+        )
+    return "\n".join(lines)
 
 
 def read_proposal(path: str, run):

@@ -205,6 +205,16 @@ def test_redesign_without_verify_writes_the_findings_proposal(run_dir):
     assert isinstance(proposal["parameters_after"], int)
     assert f"from the findings at step {last_step}" in out
     assert not RunLayout(run_dir).verification.exists()
+    # Progressive: the proposal when each stable layer became stable, against now.
+    from deepeyes_keras import load_run
+    from deepeyes_keras.redesign.proposal import proposal_history
+
+    rows = proposal_history(load_run(run_dir))
+    if rows:
+        assert "Proposal when each layer became stable" in out
+        assert all(f"{r['layer']}: stable since step {r['stable_since_step']}" in out for r in rows)
+    else:
+        assert "No layer is stable yet" in out
 
 
 def test_unchanged_proposal_is_not_retrained(run_dir, tmp_path):
