@@ -31,3 +31,25 @@ def test_docs_build_strict_without_any_runs(tmp_path):
     # Every chart of the case study says how to make its runs instead of failing the build.
     assert case_study.count("case_studies/mnist_lenet/run.py (about 25 minutes") == 9
     assert "deepeyes-error" not in case_study
+
+
+REPO_PATH = (
+    r"\b(?:deepeyes_keras|viewer_site|tests|case_studies|bench)/[A-Za-z0-9_./-]+\.(?:py|md)\b"
+)
+
+
+def test_paths_the_code_and_docs_point_at_exist():
+    # Docstrings and pages may cite only files of the repository (never an outside design note).
+    import re
+
+    sources = [*REPO.glob("deepeyes_keras/**/*.py"), *REPO.glob("viewer_site/**/*.md")]
+    sources += [REPO / "README.md", *REPO.glob("case_studies/*/*.py"), *REPO.glob("bench/*.py")]
+    missing = {}
+    for source in sources:
+        text = source.read_text(encoding="utf-8")
+        for cited in set(re.findall(REPO_PATH, text)):
+            if not (REPO / cited).exists():
+                missing.setdefault(str(source.relative_to(REPO)), []).append(cited)
+        if "DESIGN.md" in text:
+            missing.setdefault(str(source.relative_to(REPO)), []).append("DESIGN.md")
+    assert not missing, missing

@@ -44,6 +44,11 @@ def test_perplexity_matches_reference_and_edge_cases():
     clean, n_bad = st.clean_activations(tf.constant(a))
     got = st.perplexity(clean).numpy()
     np.testing.assert_allclose(got, np_perplexity(a), rtol=RTOL)
+    # The recorder's TF op and the derived stages' NumPy function (which cannot share code: only
+    # the recorder imports TensorFlow) are one definition.
+    from deepeyes_keras.derive.embedding import perplexity_of
+
+    np.testing.assert_allclose(got, perplexity_of(a), rtol=RTOL)
     assert got[0] == pytest.approx(1.0)
     assert got[1] == got[2] == got[3] == pytest.approx(7.0)
     assert int(n_bad) == 0
