@@ -140,3 +140,12 @@ def test_necessity_reads_probe_results_and_unknowns():
     assert pr.necessity([("out", 0.9)]).needs_capacity is False
     with pytest.raises(ValueError, match="metric='cka'"):
         pr.necessity([("out", 0.9)], metric="cka")
+
+
+def test_probe_of_a_wide_layer_on_few_instances_projects_within_the_fold():
+    # 50 instances of 300 features: each training fold has 40, fewer than PROBE_DIMENSIONS.
+    rng = np.random.default_rng(21)
+    y = np.repeat([0, 1], 25)
+    x = rng.normal(size=(50, 300)) + 3.0 * y[:, None]
+    result = pr.probe(x, y)
+    assert result.linear is not None and result.linear > 0.9

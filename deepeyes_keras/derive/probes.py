@@ -171,11 +171,13 @@ def probe(
         reason = f"fewer than 2 labels with at least {folds} instances (too few: {rare})"
         return ProbeResult(linear=None, knn=None, reason=reason, **base)
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    steps = [StandardScaler(), RidgeClassifier(alpha=1.0)]
-    if x.shape[1] > PROBE_DIMENSIONS:
-        steps.insert(0, PCA(PROBE_DIMENSIONS, random_state=seed))
-    linear = make_pipeline(*steps)
     smallest_train = len(y) - math.ceil(len(y) / folds)
+    steps = [StandardScaler(), RidgeClassifier(alpha=1.0)]
+    # PCA fits on each training fold: at most as many components as it has instances.
+    dimensions = min(PROBE_DIMENSIONS, smallest_train)
+    if x.shape[1] > dimensions:
+        steps.insert(0, PCA(dimensions, random_state=seed))
+    linear = make_pipeline(*steps)
     knn = KNeighborsClassifier(n_neighbors=max(1, min(neighbors, smallest_train)))
     lin = float(cross_val_score(linear, x, y, cv=cv).mean())
     near = float(cross_val_score(knn, x, y, cv=cv).mean())
