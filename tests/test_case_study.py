@@ -1,4 +1,4 @@
-"""The MNIST LeNet case study: its redesign policy, and its quick mode end to end."""
+"""The MNIST LeNet case study: its wrapper of the tool's proposal, its tables, and --quick."""
 
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from deepeyes_keras.redesign.proposal import proposal_from_findings, proposal_history, propose
+from deepeyes_keras.run.reader import load_run
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "case_studies" / "mnist_lenet" / "run.py"
+SENSITIVITY = SCRIPT.with_name("sensitivity.py")
 
 
 def _load_script():
@@ -29,61 +33,161 @@ def _mnist() -> str | None:
     return None
 
 
-def _layer(n, *, dead=(), groups=(), suggested=None, stable=True, kind="conv", sep=None):
-    out = {
+MANIFEST = {
+    "analysed_layers": [
+        {"name": n, "n_filters": w}
+        for n, w in (("conv1", 20), ("conv2", 50), ("fc1", 500), ("fc2", 10))
+    ]
+}
+
+
+def _layer(n, *, suggested=None, stable=True, kind="conv", linear=None, gain=None):
+    suggested = n if suggested is None else suggested
+    return {
         "n_filters": n,
         "kind": kind,
-        "T1": {"stable": stable},
-        "T2": {"dead": list(dead)},
-        "T4": {"redundant_groups": [list(g) for g in groups], "suggested_width": suggested or n},
+        "T1": {"stable": stable, "stable_since_step": 40 if stable else None},
+        "T2": {"dead": []},
+        "T4": {
+            "signal_rank": max(1, suggested // 2),
+            "rank_method": "gavish-donoho",
+            "noise_share": 0.04,
+            "suggested_width": suggested,
+            "oversized": suggested < n,
+            "redundant_groups": [],
+            "text": f"T4 says {suggested}",
+        },
+        "T5": {
+            "accuracy": linear,
+            "linear": linear,
+            "knn": None if linear is None else linear - 0.01,
+            "chance": 0.11,
+            "instances": 300,
+            "gain": gain,
+            "removable": False,
+            "after_saturation": False,
+        },
     }
-    if kind == "dense":
-        out["T5"] = {"accuracy": sep}
-    return out
 
 
 def _findings(layers, suggestions=()):
     widths = {
         name: f["T4"]["suggested_width"]
         for name, f in list(layers.items())[:-1]
-        if f["T4"]["suggested_width"] < f["n_filters"]
+        if f["T4"]["oversized"]
     }
-    return {"layers": layers, "suggestions": list(suggestions), "suggested_widths": widths}
+    return {
+        "step": 60,
+        "layers": layers,
+        "suggestions": list(suggestions),
+        "suggested_widths": widths,
+        "thresholds": {"probe_neighbors": 5},
+    }
 
 
-def test_redesign_rounds_suggested_widths_up_and_keeps_unflagged_layers():
+def test_redesign_is_the_tools_proposal_with_a_note_per_layer():
     cs = _load_script()
     findings = _findings({
-        "conv1": _layer(20, dead=range(6), groups=[(7, 8, 9)], suggested=12),
-        "conv2": _layer(50),
-        "fc1": _layer(500, dead=range(380), suggested=93, kind="dense", sep=0.98),
-        "fc2": _layer(10, kind="dense"),
+        "conv1": _layer(20, suggested=13, linear=0.7),
+        "conv2": _layer(50, suggested=20, stable=False, linear=0.8, gain=0.1),
+        "fc1": _layer(500, suggested=87, kind="dense", linear=0.95, gain=0.15),
+        "fc2": _layer(10, kind="dense", linear=0.97, gain=0.02),
     })  # fmt: skip
-    redesign = cs.derive_redesign(findings)
-    # 12 rounds up to 20 = the current width: conv1 is kept; 93 rounds up to 100.
-    assert redesign["widths"] == {"fc1": 100}
+    redesign = cs.redesign_from_findings(findings, MANIFEST, run_name="r")
+    proposal = proposal_from_findings("r", findings, MANIFEST)
+    assert set(redesign) == {"widths", "remove", "notes"}
+    assert redesign["widths"] == proposal.widths == {"conv1": 13, "fc1": 87}  # exact widths
     assert redesign["remove"] == []
-    assert any("conv2" in note and "not oversized" in note for note in redesign["notes"])
-    assert cs.round_width(9, 20) == 10 and cs.round_width(0, 20) == 10 and cs.round_width(3, 4) == 4
+    notes = dict(note.split(": ", 1) for note in redesign["notes"])
+    assert list(notes) == ["conv1", "conv2", "fc1", "fc2"]
+    assert notes["conv1"].startswith(
+        "20 -> 13 (T4 says 13). Evidence: 20 filters; T4 signal rank 6"
+    )
+    assert "T5 linear probe 0.700, 5-NN 0.690, chance 0.110 on 300 instances" in notes["conv1"]
+    assert notes["conv2"].startswith("kept (T4 says 20; not applied: the layer is not stable")
+    assert "gain +0.150 over the layer before" in notes["fc1"]
+    assert notes["fc2"].startswith("kept (the output layer is never changed)")
 
 
-def test_redesign_waits_for_stability_and_respects_t5():
+def test_redesign_records_t5_removals_and_capacity_requests():
     cs = _load_script()
     layers = {
-        "conv1": _layer(20, dead=range(12), suggested=8, stable=False),
-        "fc1": _layer(500, dead=range(400), suggested=100, kind="dense", sep=0.5),
-        "fc2": _layer(10, kind="dense"),
+        "conv1": _layer(20),
+        "conv2": _layer(50),
+        "fc1": _layer(500, suggested=100, kind="dense", linear=0.5),
+        "fc2": _layer(10, kind="dense", linear=0.9),
     }
-    more = {"task": "T5", "layer": "fc1", "add_capacity": True, "text": "not separable"}
-    redesign = cs.derive_redesign(_findings(layers, [more]))
-    assert redesign["widths"] == {}  # conv1 not stable; fc1 needs capacity, not fewer units
-    assert any("not stable" in note for note in redesign["notes"])
-    assert any("more capacity" in note for note in redesign["notes"])
-    layers["conv1"]["T1"]["stable"] = True
-    drop = {"task": "T5", "layer": "fc1", "remove": ["fc1b"], "text": "separable early"}
-    redesign = cs.derive_redesign(_findings(layers, [drop]))
-    assert redesign["widths"] == {"conv1": 10, "fc1": 100}
-    assert redesign["remove"] == ["fc1b"]
+    more = {"task": "T5", "layer": "fc1", "add_capacity": True, "text": "needs capacity"}
+    redesign = cs.redesign_from_findings(_findings(layers, [more]), MANIFEST)
+    assert redesign["widths"] == {} and redesign["remove"] == []
+    (fc1,) = [n for n in redesign["notes"] if n.startswith("fc1:")]
+    assert fc1.startswith("fc1: kept (T4 says 100; not applied: T5 asks for more capacity there")
+    assert "needs capacity" in fc1
+    drop = {"task": "T5", "layer": "fc1", "remove": ["fc1"], "text": "fc1 adds nothing"}
+    layers["fc1"]["T4"]["oversized"] = False
+    redesign = cs.redesign_from_findings(_findings(layers, [drop]), MANIFEST)
+    assert redesign["remove"] == ["fc1"] and redesign["widths"] == {}
+    assert any(n.startswith("fc1: removed (fc1 adds nothing)") for n in redesign["notes"])
+
+
+def test_legend_reads_every_threshold_it_describes():
+    from dataclasses import asdict
+
+    from deepeyes_keras.derive.findings import Thresholds
+    from deepeyes_keras.derive.probes import NecessityThresholds
+    from deepeyes_keras.derive.width import WidthThresholds
+
+    cs = _load_script()
+    t = Thresholds(
+        probe_folds=4,
+        probe_neighbors=7,
+        probe_max_instances=321,
+        width=WidthThresholds(width_factor=1.5, min_cut=0.2, noise_share=0.4),
+        necessity=NecessityThresholds(min_gain=0.02, capacity_gap=0.06, capacity_accuracy=None),
+    )
+    legend = cs.findings_legend(asdict(t))
+    expected = ["ceil(1.5 x r)", "at least 20% of it", "at most 40% of the variance", "4-fold",
+                "7-NN", "at most 321 recent", "less than 0.02", "than 0.06 below"]  # fmt: skip
+    assert [fragment for fragment in expected if fragment not in legend] == []
+    assert "absolute" not in legend  # capacity_accuracy None: no absolute level
+    default = cs.findings_legend(asdict(Thresholds()))
+    assert "ceil(2 x r)" in default and "below 0.9 in absolute terms" in default
+
+
+def test_table_has_parameter_ratio_and_difference_per_seed():
+    cs = _load_script()
+
+    def net(params, accuracy):
+        return {"parameters": params, "test_accuracy": accuracy, "train_seconds": 10.0,
+                "widths": {"conv1": 20, "fc2": 10}}  # fmt: skip
+
+    per_seed = [
+        {"networks": {"original": net(431_080, 0.98), "redesign": net(431_080, 0.98),
+                      "paper": net(93_920, 0.97)}},
+        {"networks": {"original": net(431_080, 0.99), "redesign": net(431_080, 0.99),
+                      "paper": net(93_920, 0.99)}},
+    ]  # fmt: skip
+    rows = cs.summarize(per_seed)
+    assert [r["role"] for r in rows] == ["original", "redesign", "paper"]
+    assert rows[2]["delta_pp"] == [-1.0, 0.0]
+    table = cs.markdown_table(rows).splitlines()
+    assert table[2].startswith("| LeNet (paper's original) | conv1 20 | 431,080 | 1 | 98.50")
+    assert "| 93,920 | 4.59× | 98.00 ± 1.41 | -0.50 ± 0.71 |" in table[4]
+    assert "| 431,080 | 1.00× | 98.50 ± 0.71 | +0.00 ± 0.00 |" in table[3]
+
+
+def test_progressive_table():
+    cs = _load_script()
+    rows = [
+        {"layer": "conv1", "stable_since_step": 300, "width_then": 8, "width_final": 6,
+         "removed_then": False, "removed_final": False, "same": False, "difference": -2},
+        {"layer": "fc1", "stable_since_step": 400, "width_then": 500, "width_final": 500,
+         "removed_then": True, "removed_final": False, "same": False, "difference": 0},
+    ]  # fmt: skip
+    lines = cs.progressive_table(rows).splitlines()
+    assert lines[0] == "| layer | stable since step | width then | width at the end | same? |"
+    assert lines[2:] == ["| conv1 | 300 | 8 | 6 | no |", "| fc1 | 400 | removed | 500 | no |"]
+    assert "nothing to compare" in cs.progressive_table([])
 
 
 @pytest.mark.slow
@@ -105,18 +209,41 @@ def test_quick_mode_end_to_end(tmp_path):
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["config"]["quick"] and report["config"]["seeds"] == [0]
     (seed,) = report["per_seed"]
-    assert set(seed["networks"]) >= {"original", "redesign"}
+    assert set(seed["networks"]) == {"original", "redesign", "paper"}  # the paper's: always
     original = seed["networks"]["original"]
     assert original["parameters"] == 431_080 and original["steps"] == report["config"]["steps"]
     assert original["test_accuracy"] > 0.3  # 60 iterations already learn something
-    if not seed["redesign_matches_paper"]:
-        assert seed["networks"]["paper"]["parameters"] == 93_920
-    for name in ("lenet-seed0", "lenet-redesign-seed0"):
-        run = tmp_path / name
-        assert (run / "manifest.json").is_file() and (run / "findings.json").is_file()
-        assert (run / "views" / "histograms.vl.json").is_file()
-    table = (tmp_path / "results.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
-    assert len(rows) >= 3  # header + original + redesign
+    assert seed["networks"]["paper"]["parameters"] == 93_920
+    assert original["run_dir"] == str((tmp_path / "lenet-seed0").resolve())  # outside the repo
+    # The redesign trained is the tool's proposal of the original run's last findings.
+    run = load_run(tmp_path / "lenet-seed0")
+    proposal = propose(run)
+    assert seed["redesign"]["widths"] == proposal.widths
+    assert seed["redesign"]["remove"] == proposal.remove
+    assert len(seed["redesign"]["notes"]) == len(run.layer_names)
+    assert seed["progressive"] == proposal_history(run)
+    assert seed["findings_thresholds"]["width"]["width_factor"] == 2.0
+    for name, net in seed["networks"].items():
+        assert net["run"] == {"original": "lenet-seed0", "redesign": "lenet-redesign-seed0",
+                              "paper": "lenet-paper-seed0"}[name]  # fmt: skip
+        run_dir = tmp_path / net["run"]
+        assert (run_dir / "manifest.json").is_file() and (run_dir / "findings.json").is_file()
+        assert (run_dir / "views" / "histograms.vl.json").is_file()
+    text = (tmp_path / "results.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert "parameters, original / this" in rows[0]
     assert "LeNet (paper's original)" in rows[1] and "431,080" in rows[1]
     assert "redesign derived from the findings" in rows[2]
+    assert rows[3].startswith("| paper's redesign") and "93,920 | 4.59×" in rows[3]
+    assert "Progressive: the proposal read at the step each layer became stable" in text
+    assert "suggested width is ceil(2 x r)" in text
+
+    # The sensitivity sweep reads the same runs.
+    spec = importlib.util.spec_from_file_location("mnist_lenet_sensitivity", SENSITIVITY)
+    sensitivity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sensitivity)
+    swept = sensitivity.main(["--runs", str(tmp_path), "--out", str(tmp_path)])
+    grid = [line for line in swept.splitlines() if line.startswith("| ") and "min_cut" not in line]
+    assert len([line for line in grid if line.split("|")[2].strip() in ("0.2", "0.25")]) == 6
+    assert "| 2 (default) | 0.25 |" in swept
+    assert (tmp_path / "sensitivity.md").read_text() == swept

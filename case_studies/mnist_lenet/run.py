@@ -12,39 +12,36 @@ For each seed it
 1. trains the paper's Caffe LeNet (``deepeyes_keras.models.lenet``, 431,080 parameters; SGD momentum
    0.9, "inv" schedule, L2 0.00025, batch 64, inputs / 256) for ``--steps`` iterations with
    :class:`~deepeyes_keras.DeepEyesCallback` watching (run ``lenet-seed<s>``), then computes the
-   run's views and findings, and its input and filter maps at the snapshots the paper discusses
-   (steps 10, 80, 300 and the last; first seed only unless ``--maps all``);
-2. reads the tool's findings (:func:`~deepeyes_keras.derive.findings.run_findings`) at the last
-   snapshot
-   and turns them into a redesign with :func:`derive_redesign` (the policy below; nothing in it
-   knows about MNIST or about the paper's answer);
+   run's views and the findings of every snapshot, and its input and filter maps at the snapshots
+   the paper discusses (steps 10, 80, 300 and the last; first seed only unless ``--maps all``);
+2. takes the tool's own redesign proposal from the findings of the last snapshot
+   (:func:`deepeyes_keras.redesign.proposal.proposal_from_findings`, through the thin
+   :func:`redesign_from_findings`; the policy is the tool's, and nothing in it knows about MNIST
+   or about the paper's answer), and compares, layer by layer, the proposal at the step each layer
+   became stable (T1) with the proposal at the end
+   (:func:`deepeyes_keras.redesign.proposal.proposal_history`);
 3. builds that network with :func:`deepeyes_keras.resize.resize_model` and trains it on the same
    schedule, also watched (run ``lenet-redesign-seed<s>``);
-4. when the tool's redesign differs from the paper's (conv1 20 -> 10, fc1 500 -> 100), also
-   trains the paper's redesign, labelled as such, for comparison (run ``lenet-paper-seed<s>``);
+4. trains the paper's redesign (conv1 20 -> 10, fc1 500 -> 100), labelled as the paper's, for
+   comparison (run ``lenet-paper-seed<s>``);
 5. evaluates every network on the MNIST test set.
 
-It then prints a Markdown table (test accuracy mean +- sd over the seeds, parameters, training
-time) and writes it with the details to ``results.md`` and ``results.json`` beside this file (or
-under ``--out`` when given). Paths in ``results.json`` are relative to the repository when the runs
-lie inside it.
+It then prints a Markdown table (parameters and the ratio original / network, test accuracy
+mean +- sd over the seeds, difference from the original in percentage points, training time) and
+writes it with the details to ``results.md`` and ``results.json`` beside this file (or under
+``--out`` when given). Paths in ``results.json`` are relative to the repository when the runs lie
+inside it.
 
 ``--refresh-findings`` trains nothing: it recomputes the findings of the runs an earlier command
-wrote (into their snapshots, as ``deepeyes report RUN --save`` does), derives the redesign again
-and rewrites ``results.md`` and ``results.json``, keeping the accuracy table. When the redesign
-derived under the current rules differs from the one that was trained, ``results.md`` says so: the
-accuracy table then belongs to the earlier rules until the full command is run again.
+wrote (every snapshot, as ``deepeyes report RUN --save`` does), takes the proposal again and
+rewrites ``results.md`` and ``results.json``, keeping the accuracy figures. When the redesign
+proposed under the current rules differs from the one that was trained, ``results.md`` says so:
+the accuracy table then belongs to the earlier rules until the full command is run again.
 
-Redesign policy (:func:`derive_redesign`), from the findings only:
-
-- **T4 widths.** For every hidden Conv/Dense layer the tool calls oversized, its suggested width
-  (filters - dead - redundant duplicates) is rounded *up* to a multiple of ``ROUND_TO`` (10),
-  never above the current width; a layer whose rounded width equals its width is kept.
-- **T1 gate.** A width is changed only when the tool finds the layer stable (T1) at the snapshot
-  the findings are read at: dead and redundant filters of a layer still changing may recover.
-- **T5.** A "later layers may be unnecessary" suggestion removes those layers; a "more capacity
-  may be needed" suggestion on a layer cancels any shrinking of that layer (it is reported; this
-  script never widens a layer).
+The proposal (the tool's policy, documented in :mod:`deepeyes_keras.redesign.proposal`): every
+layer a T5 suggestion proposes to remove is removed; every other hidden layer T4 calls oversized
+gets exactly its suggested width, but only when it is stable (T1) at that snapshot and T5 does not
+ask for more capacity there; the output layer is never changed.
 
 Training time is the wall time of ``model.fit`` with the DeepEyes callback recording its statistics
 (``maps=False``: the maps are computed after ``fit``, so no background process competes for the
@@ -58,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import shutil
@@ -73,7 +69,6 @@ REPO = HERE.parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist.npz"
 
 BATCH = 64
-ROUND_TO = 10
 PAPER_WIDTHS = {"conv1": 10, "fc1": 100}
 PAPER = {  # the paper's reported numbers, not ours
     "original_parameters": 431_080,
@@ -87,75 +82,111 @@ MAP_STEPS = (10, 80, 300)
 QUICK = {"steps": 60, "test_images": 1000, "reservoir_size": 300}
 ROLES = {
     "original": "LeNet (paper's original)",
-    "redesign": "redesign derived from the findings",
-    "paper": "paper's redesign (for comparison, not derived by the tool)",
+    "redesign": "redesign derived from the findings (the tool's proposal)",
+    "paper": "paper's redesign (conv1 10, fc1 100; for comparison, not derived by the tool)",
 }
+# T4 evidence kept in results.json (the explained-variance curve stays in the run's findings).
+T4_FIELDS = (
+    "signal_rank",
+    "rank_method",
+    "noise_share",
+    "variance_count",
+    "participation_ratio",
+    "suggested_width",
+    "oversized",
+    "redundant_groups",
+    "text",
+)
 
 
-# --------------------------------------------------------------------------- redesign policy
+# --------------------------------------------------------------------------- the tool's proposal
 
 
-def round_width(suggested: int, current: int, multiple: int = ROUND_TO) -> int:
-    """``suggested`` rounded up to a multiple of ``multiple``, between 1 and ``current``."""
-    rounded = multiple * math.ceil(max(1, suggested) / multiple)
-    return int(min(current, rounded))
+def _accuracy(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
-def derive_redesign(findings: dict, *, multiple: int = ROUND_TO) -> dict:
-    """Turns the tool's findings into a redesign (the policy of the module docstring).
+def layer_evidence(f: dict, neighbors: int | None = None) -> str:
+    """The T4 and T5 evidence of one layer's findings (``findings["layers"][name]``), in brief."""
+    t4, t5 = f.get("T4") or {}, f.get("T5") or {}
+    parts = [f"{f.get('n_filters')} filters"]
+    if t4.get("signal_rank") is not None:
+        method = "Gavish-Donoho" if t4.get("rank_method") == "gavish-donoho" else "variance"
+        share = t4.get("noise_share")
+        parts.append(
+            f"T4 signal rank {t4['signal_rank']} ({method}"
+            + ("" if share is None else f", noise {share:.0%} of the variance")
+            + f"), suggested width {t4.get('suggested_width')}"
+            + (" (oversized)" if t4.get("oversized") else "")
+        )
+    if t5:
+        gain = t5.get("gain")
+        flags = [
+            flag
+            for flag, on in (
+                ("removable", t5.get("removable")),
+                ("after saturation", t5.get("after_saturation")),
+            )
+            if on
+        ]
+        parts.append(
+            f"T5 linear probe {_accuracy(t5.get('linear', t5.get('accuracy')))}, "
+            f"{neighbors or 'k'}-NN {_accuracy(t5.get('knn'))}, chance "
+            f"{_accuracy(t5.get('chance'))} on {t5.get('instances')} instances"
+            + ("" if gain is None else f", gain {gain:+.3f} over the layer before")
+            + (f" ({', '.join(flags)})" if flags else "")
+        )
+    return "; ".join(parts)
+
+
+def redesign_from_findings(findings: dict, manifest: dict, *, run_name: str = "") -> dict:
+    """The tool's proposal for one snapshot's findings, as the case study records it.
+
+    A thin wrapper of :func:`deepeyes_keras.redesign.proposal.proposal_from_findings` (the policy
+    is the tool's; this adds only the notes).
 
     Args:
-        findings: the result of :func:`deepeyes_keras.derive.findings.run_findings`.
-        multiple: suggested widths are rounded up to a multiple of this.
+        findings: one snapshot's findings (``snapshot.findings``, or
+            :func:`deepeyes_keras.derive.findings.run_findings`).
+        manifest: the run's manifest (its ``analysed_layers``: names and widths, output last).
+        run_name: the run's name, recorded in the proposal.
 
     Returns:
-        ``{"widths": {layer: width}, "remove": [layer, ...], "notes": [str, ...]}``; the notes
-        say, per layer, what the tool found and what was done with it.
+        ``{"widths": {layer: width}, "remove": [layer, ...], "notes": [str, ...]}``: one note per
+        analysed layer, with what was done, the proposal's reason and the T4/T5 evidence.
+
+    Example:
+        >>> run = load_run("runs/lenet-seed0")                                 # doctest: +SKIP
+        >>> redesign_from_findings(run.snapshots[-1].findings, run.manifest)   # doctest: +SKIP
+        {'widths': {}, 'remove': [], 'notes': [...]}
     """
-    layers = findings["layers"]
-    widths: dict[str, int] = {}
-    remove: list[str] = []
-    notes: list[str] = []
-    more_capacity = set()
-    for s in findings.get("suggestions", []):
-        if s.get("task") != "T5":
-            continue
-        if s.get("add_capacity"):
-            more_capacity.add(s["layer"])
-            notes.append(f"T5: {s['text']}; {s['layer']} is not shrunk.")
-        elif s.get("remove"):
-            remove.extend(n for n in s["remove"] if n not in remove)
-            notes.append(f"T5: {s['text']}; removing {', '.join(s['remove'])}.")
-    for name, width in findings.get("suggested_widths", {}).items():
-        f = layers[name]
-        current = int(f["n_filters"])
-        dead = len(f["T2"]["dead"])
-        groups = f["T4"]["redundant_groups"]
-        evidence = (
-            f"{name}: {dead} dead of {current}, {len(groups)} redundant group(s) "
-            f"covering {sum(len(g) for g in groups)} filters -> tool suggests {width}"
+    from deepeyes_keras.redesign.proposal import proposal_from_findings
+
+    proposal = proposal_from_findings(run_name, findings, manifest)
+    names = [info["name"] for info in manifest.get("analysed_layers") or []]
+    layers = findings.get("layers") or {}
+    neighbors = (findings.get("thresholds") or {}).get("probe_neighbors")
+    t5_texts: dict[str, list[str]] = {}
+    for s in findings.get("suggestions") or []:
+        t5_texts.setdefault(s.get("layer"), []).append(s.get("text", ""))
+    notes = []
+    for name in [n for n in names if n in layers] + [n for n in layers if n not in names]:
+        current = proposal.original_widths.get(name, layers[name].get("n_filters"))
+        if name in proposal.remove:
+            action = "removed"
+        elif name in proposal.widths:
+            action = f"{current} -> {proposal.widths[name]}"
+        elif names and name == names[-1]:
+            action = "kept (the output layer is never changed)"
+        else:
+            action = "kept"
+        why = [proposal.reasons[name]] if proposal.reasons.get(name) else []
+        why += [text for text in t5_texts.get(name, []) if text and text not in why]
+        notes.append(
+            f"{name}: {action}" + (f" ({'; '.join(why)})" if why else "") + ". Evidence: "
+            f"{layer_evidence(layers[name], neighbors)}."
         )
-        if name in remove:
-            continue
-        if name in more_capacity:
-            notes.append(f"{evidence}; not applied (T5 asks for more capacity there).")
-            continue
-        if not f["T1"]["stable"]:
-            notes.append(f"{evidence}; not applied: the layer is not stable yet (T1).")
-            continue
-        new = round_width(int(width), current, multiple)
-        if new >= current:
-            notes.append(f"{evidence}; rounded up to a multiple of {multiple} it stays {current}.")
-            continue
-        widths[name] = new
-        notes.append(f"{evidence}; rounded up to a multiple of {multiple}: {current} -> {new}.")
-    for name, f in layers.items():
-        if name not in findings.get("suggested_widths", {}) and name != list(layers)[-1]:
-            notes.append(
-                f"{name}: {len(f['T2']['dead'])} dead of {f['n_filters']}, "
-                f"{len(f['T4']['redundant_groups'])} redundant group(s): not oversized."
-            )
-    return {"widths": widths, "remove": remove, "notes": notes}
+    return {"widths": dict(proposal.widths), "remove": list(proposal.remove), "notes": notes}
 
 
 # --------------------------------------------------------------------------- training
@@ -282,41 +313,63 @@ def train_watched(
     return result
 
 
-def seed_findings(run_dir: Path, *, verbose: int = 0) -> dict:
-    """The findings of an original run at its last snapshot and the redesign they derive.
+def latest_findings(run) -> dict:
+    """The findings of the run's last snapshot that has them (written by ``write_findings``)."""
+    for snap in reversed(run.snapshots):
+        if snap.findings is not None:
+            return snap.findings
+    raise ValueError(
+        f"Run {run.name!r} has no findings. Run `deepeyes maps {run.path}` (or this script "
+        "with --refresh-findings) first."
+    )
 
-    Returns the findings fields of a ``per_seed`` entry of ``results.json``: ``findings_step``,
-    ``findings_summary``, ``findings_report``, ``findings_thresholds``, ``separability`` (T5 per
-    dense layer: accuracy, chance, instances, since_step), ``redesign`` and
-    ``redesign_matches_paper``.
+
+def seed_findings(run_dir: Path, *, verbose: int = 0) -> dict:
+    """The findings of an original run at its last snapshot, the proposal and its history.
+
+    Reads the stored findings of every snapshot (``write_findings`` must have run). Returns the
+    findings fields of a ``per_seed`` entry of ``results.json``: ``findings_step``,
+    ``findings_summary``, ``findings_report``, ``findings_thresholds``, ``necessity``,
+    ``width_evidence`` (T4 per layer, without the variance curve), ``separability`` (T5 per
+    layer), ``redesign`` (:func:`redesign_from_findings`), ``redesign_matches_paper`` and
+    ``progressive`` (:func:`~deepeyes_keras.redesign.proposal.proposal_history`: per stable layer,
+    its width in the proposal at the step it became stable and in the final one).
     """
-    from deepeyes_keras.derive.findings import run_findings, summarize
+    from deepeyes_keras.derive.findings import summarize
     from deepeyes_keras.derive.report import format_report
+    from deepeyes_keras.redesign.proposal import proposal_history
     from deepeyes_keras.run.reader import load_run
 
-    findings = run_findings(load_run(run_dir))
+    run = load_run(run_dir)
+    findings = latest_findings(run)
     summary = summarize(findings)
-    redesign = derive_redesign(findings)
+    redesign = redesign_from_findings(findings, run.manifest, run_name=run.name)
+    progressive = proposal_history(run)
     if verbose:
         print(format_report(summary))
-        print("Redesign derived from the findings:")
+        print("The tool's proposal:")
         for note in redesign["notes"]:
             print(f"  - {note}")
+        print(progressive_table(progressive))
+    layers = findings["layers"]
     return {
         "findings_step": findings["step"],
         "findings_summary": summary,
         "findings_report": format_report(summary),
         "findings_thresholds": findings["thresholds"],
-        "separability": {
-            name: f["T5"] for name, f in findings["layers"].items() if f.get("T5") is not None
+        "necessity": findings.get("necessity") or {},
+        "width_evidence": {
+            name: {k: f["T4"][k] for k in T4_FIELDS if k in f["T4"]} for name, f in layers.items()
         },
+        "separability": {name: f["T5"] for name, f in layers.items() if f.get("T5") is not None},
         "redesign": redesign,
         "redesign_matches_paper": redesign["widths"] == PAPER_WIDTHS and not redesign["remove"],
+        "progressive": progressive,
     }
 
 
 def run_seed(seed: int, data, *, out: Path, verbose: int, **train) -> dict:
-    """Original, findings, derived redesign (and the paper's when different) for one seed.
+    """Original, findings, the tool's redesign and the paper's redesign for one seed.
 
     ``train`` holds the other keyword arguments of :func:`train_watched` (steps, reservoir_size,
     maps, map_steps).
@@ -340,11 +393,10 @@ def run_seed(seed: int, data, *, out: Path, verbose: int, **train) -> dict:
     results["redesign"] = train_watched(
         model, x, y, x_test, y_test, run_name=f"lenet-redesign-seed{seed}", **kw
     )
-    if not found["redesign_matches_paper"]:
-        paper = resize_model(original, PAPER_WIDTHS, name="lenet_paper_redesign")
-        results["paper"] = train_watched(
-            paper, x, y, x_test, y_test, run_name=f"lenet-paper-seed{seed}", **kw
-        )
+    paper = resize_model(original, PAPER_WIDTHS, name="lenet_paper_redesign")
+    results["paper"] = train_watched(
+        paper, x, y, x_test, y_test, run_name=f"lenet-paper-seed{seed}", **kw
+    )
     return {"seed": seed, **found, "networks": results}
 
 
@@ -364,29 +416,39 @@ def _widths_text(widths: dict[str, int]) -> str:
     return ", ".join(hidden)
 
 
+def _span(values, fmt: str) -> str:
+    """``values`` formatted with ``fmt``, as one value or "lowest – highest"."""
+    low, high = min(values), max(values)
+    return format(low, fmt) if low == high else f"{format(low, fmt)} – {format(high, fmt)}"
+
+
 def summarize(per_seed: list[dict]) -> list[dict]:
-    """One row per network role, aggregated over seeds."""
+    """One row per network role, aggregated over seeds (differences and ratios are per seed)."""
     rows = []
     for role, label in ROLES.items():
-        entries = [s["networks"][role] for s in per_seed if role in s["networks"]]
-        if not entries:
+        seeds = [s for s in per_seed if role in s["networks"]]
+        if not seeds:
             continue
-        originals = [
-            s["networks"]["original"]["test_accuracy"] for s in per_seed if role in s["networks"]
+        entries = [s["networks"][role] for s in seeds]
+        originals = [s["networks"]["original"] for s in seeds]
+        deltas = [
+            e["test_accuracy"] - o["test_accuracy"] for e, o in zip(entries, originals, strict=True)
         ]
-        widths = sorted({_widths_text(e["widths"]) for e in entries})
-        params = sorted({e["parameters"] for e in entries})
-        deltas = [e["test_accuracy"] - o for e, o in zip(entries, originals, strict=True)]
+        ratios = [
+            o["parameters"] / e["parameters"] for e, o in zip(entries, originals, strict=True)
+        ]
         rows.append(
             {
                 "role": role,
                 "network": label,
-                "widths": " / ".join(widths),
-                "parameters": params,
+                "widths": " / ".join(sorted({_widths_text(e["widths"]) for e in entries})),
+                "parameters": sorted({e["parameters"] for e in entries}),
+                "parameter_ratio": [round(r, 4) for r in ratios],
                 "seeds": len(entries),
                 "test_accuracy": [e["test_accuracy"] for e in entries],
                 "train_seconds": [e["train_seconds"] for e in entries],
                 "accuracy_mean": statistics.fmean(e["test_accuracy"] for e in entries),
+                "delta_pp": [round(100 * d, 4) for d in deltas],
                 "delta_pp_mean": 100 * statistics.fmean(deltas),
             }
         )
@@ -395,19 +457,19 @@ def summarize(per_seed: list[dict]) -> list[dict]:
 
 def markdown_table(rows: list[dict]) -> str:
     lines = [
-        "| network | widths (conv1, conv2, fc1) | parameters | test accuracy, % (mean ± sd) "
-        "| vs original, pp | training time, s (mean ± sd) | seeds |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| network | widths (conv1, conv2, fc1) | parameters | parameters, original / this "
+        "| test accuracy, % (mean ± sd) | vs original, pp (mean ± sd) "
+        "| training time, s (mean ± sd) | seeds |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        params = (
-            " – ".join(f"{p:,}" for p in (r["parameters"][0], r["parameters"][-1]))
-            if len(r["parameters"]) > 1
-            else f"{r['parameters'][0]:,}"
-        )
-        delta = "—" if r["role"] == "original" else f"{r['delta_pp_mean']:+.2f}"
+        original = r["role"] == "original"
+        delta = "—" if original else _mean_sd(r["delta_pp"])
+        if not original and not delta.startswith("-"):
+            delta = "+" + delta
+        ratio = "1" if original else _span(r["parameter_ratio"], ".2f") + "×"
         lines.append(
-            f"| {r['network']} | {r['widths']} | {params} | "
+            f"| {r['network']} | {r['widths']} | {_span(r['parameters'], ',')} | {ratio} | "
             f"{_mean_sd(r['test_accuracy'], 100)} | {delta} | "
             f"{_mean_sd(r['train_seconds'], digits=0)} | {r['seeds']} |"
         )
@@ -420,24 +482,110 @@ def _redesign_text(redesign: dict) -> str:
     )
 
 
+def progressive_table(rows: list[dict]) -> str:
+    """The proposal at the step each layer became stable against the final one (Markdown)."""
+    if not rows:
+        return "No layer is stable (T1) at the last snapshot: there is nothing to compare yet."
+
+    def width(row, when):
+        return "removed" if row[f"removed_{when}"] else str(row[f"width_{when}"])
+
+    lines = [
+        "| layer | stable since step | width then | width at the end | same? |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['layer']} | {r['stable_since_step']} | {width(r, 'then')} | "
+            f"{width(r, 'final')} | {'yes' if r['same'] else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
 def findings_legend(thresholds: dict) -> str:
-    """What the T1 and T5 columns of the findings tables mean, with the thresholds used."""
-    t = thresholds
-    return (
-        "Columns (rules: `deepeyes_keras.derive.findings`, site page Reference > Findings). "
-        f"*stable since* (T1, our score; the paper judged by eye): the first snapshot from which "
-        f"each of the last {t['stable_window']} transitions has an excess change of at most "
-        f"{t['stable_excess']} (earth mover's distance between consecutive perplexity "
-        "histograms, in units of their range, minus the distance expected by chance); `-` = not "
-        "stable at the last snapshot. *k-NN sep.* (T5): 5-fold cross-validated "
-        f"{t['knn_neighbors']}-NN accuracy of the labels on the layer's output vectors, over the "
-        f"reservoir's instances sampled in the recent part of training (step >= "
-        f"{1 - t['recent_fraction']:g} x the snapshot's step, when at least "
-        f"{t['recent_min_instances']}); a hidden dense layer at >= {t['separable_accuracy']} "
-        "followed by another hidden dense layer suggests removing the later one, a last hidden "
-        f"layer below {t['capacity_accuracy']} suggests more capacity. fc2 is the output layer: "
-        "its separability is reported, not acted on."
+    """What the findings tables and the proposal notes mean, with the thresholds used.
+
+    Args:
+        thresholds: ``findings["thresholds"]`` (``asdict`` of
+            :class:`~deepeyes_keras.derive.findings.Thresholds`, with the nested ``width`` and
+            ``necessity`` rules).
+    """
+    t, w, n = thresholds, thresholds["width"], thresholds["necessity"]
+    capacity = (
+        ""
+        if n.get("capacity_accuracy") is None
+        else f", or below {n['capacity_accuracy']} in absolute terms,"
     )
+    return " ".join(
+        [
+            "Rules: `deepeyes_keras.derive.findings`, site page Reference > Findings.",
+            "*stable since* (T1, our score; the paper judged by eye): the first snapshot from "
+            f"which each of the last {t['stable_window']} transitions has an excess change of at "
+            f"most {t['stable_excess']} (earth mover's distance between consecutive perplexity "
+            "histograms, in units of their range, minus the distance expected by chance); `-` = "
+            "not stable at the last snapshot.",
+            "T4 and T5 read the reservoir's instances sampled in the recent part of training "
+            f"(step >= {1 - t['recent_fraction']:g} x the snapshot's step, when at least "
+            f"{t['recent_min_instances']}).",
+            "*suggest width* (T4): the signal rank r is the number of singular values of the "
+            "layer's centred activations above the Gavish-Donoho hard threshold, when the noise "
+            f"that threshold implies holds at most {w['noise_share']:.0%} of the variance "
+            f"(otherwise, with no noise floor visible, the directions holding {w['delta']:.0%} of "
+            f"the variance); the suggested width is ceil({w['width_factor']:g} x r), at most the "
+            f"live filters, and the layer is called oversized only when that cuts at least "
+            f"{w['min_cut']:.0%} of it.",
+            f"*probe acc.* (T5): {t['probe_folds']}-fold cross-validated accuracy of a linear "
+            f"probe of the labels ({t['probe_neighbors']}-NN beside it) on the layer's output "
+            "vectors (a conv layer: one descriptor per image, the mean over its sampled "
+            f"positions), on at most {t['probe_max_instances']} recent instances.",
+            "Necessity (T5 along the depth): a hidden layer that gains less than "
+            f"{n['min_gain']} probe accuracy over the layer before, or comes after separability "
+            f"saturated (within {n['min_gain']} of the best), may be unnecessary (a removal is "
+            "proposed only for a dense layer after a dense layer); the last hidden layer more "
+            f"than {n['capacity_gap']} below the output{capacity} suggests more capacity.",
+            "The proposal (`deepeyes_keras.redesign.proposal.proposal_from_findings`) removes "
+            "what T5 proposes to remove and gives every other oversized hidden layer exactly its "
+            "suggested width when the layer is stable (T1) at that snapshot and T5 does not ask "
+            "for more capacity there; the output layer is never changed.",
+        ]
+    )
+
+
+def _seed_markdown(s: dict) -> list[str]:
+    out = [
+        f"### Seed {s['seed']} (findings at step {s['findings_step']})",
+        "",
+        "```text",
+        s["findings_report"],
+        "```",
+        "",
+    ]
+    reasons = (s.get("necessity") or {}).get("reasons") or []
+    if reasons:
+        out += [f"Necessity (T5): {'; '.join(reasons)}.", ""]
+    out += ["The tool's proposal, per layer:", ""]
+    out += [f"- {note}" for note in s["redesign"]["notes"]]
+    verdict = (
+        "matches the paper's redesign"
+        if s["redesign_matches_paper"]
+        else "differs from the paper's conv1 10 / fc1 100"
+    )
+    out += ["", f"Proposed redesign: {_redesign_text(s['redesign'])} ({verdict})."]
+    if s.get("trained_redesign"):
+        out += [
+            f"The redesign trained (under the earlier rules) was "
+            f"{_redesign_text(s['trained_redesign'])}: its accuracy row is not that of "
+            "the redesign proposed now."
+        ]
+    out += [
+        "",
+        "Progressive: the proposal read at the step each layer became stable (T1), against the "
+        f"proposal at step {s['findings_step']}:",
+        "",
+        progressive_table(s.get("progressive") or []),
+        "",
+    ]
+    return out
 
 
 def results_markdown(report: dict) -> str:
@@ -459,14 +607,15 @@ def results_markdown(report: dict) -> str:
             "",
             f"Findings recomputed on these runs by `{refreshed['command']}` on "
             f"{refreshed['finished']} (no training), under the rules described with the "
-            "findings below; the accuracy table and training times are the training command's. "
+            "findings below; the accuracy figures and training times are the training "
+            "command's. "
             + (
-                "The redesign derived under the current rules differs from the one trained in "
+                "The redesign proposed under the current rules differs from the one trained in "
                 f"seed(s) {', '.join(str(s['seed']) for s in stale)} (below): **the accuracy "
                 "table was produced under the earlier rules; rerun the training command to "
                 "refresh it.**"
                 if stale
-                else "The redesign derived under the current rules is the one that was trained "
+                else "The redesign proposed under the current rules is the one that was trained "
                 "in every seed, so the accuracy table stands."
             ),
         ]
@@ -479,7 +628,7 @@ def results_markdown(report: dict) -> str:
         f"{100 * PAPER['redesign_accuracy']:.1f}% test accuracy for the redesign after 2,000 "
         "iterations.",
         "",
-        "## Findings and derived redesign per seed",
+        "## Findings and the tool's proposal per seed",
         "",
     ]
     thresholds = next((s["findings_thresholds"] for s in report["per_seed"]
@@ -487,36 +636,7 @@ def results_markdown(report: dict) -> str:
     if thresholds:
         out += [findings_legend(thresholds), ""]
     for s in report["per_seed"]:
-        out += [
-            f"### Seed {s['seed']} (findings at step {s['findings_step']})",
-            "",
-            "```text",
-            s["findings_report"],
-            "```",
-            "",
-        ]
-        for name, t5 in s.get("separability", {}).items():
-            since = t5.get("since_step")
-            out.append(
-                f"- T5 {name}: {t5['accuracy']:.3f} (chance {t5['chance']:.3f}) on "
-                f"{t5['instances']} instances"
-                + (f" sampled from step {since} on" if since is not None else "")
-                + "."
-            )
-        out += [f"- {note}" for note in s["redesign"]["notes"]]
-        verdict = (
-            "matches the paper's redesign"
-            if s["redesign_matches_paper"]
-            else "differs from the paper's conv1 10 / fc1 100"
-        )
-        out += ["", f"Derived redesign: {_redesign_text(s['redesign'])} ({verdict})."]
-        if s.get("trained_redesign"):
-            out += [
-                f"The redesign trained (under the earlier rules) was "
-                f"{_redesign_text(s['trained_redesign'])}: its accuracy row is not that of "
-                "the redesign derived now."
-            ]
-        out.append("")
+        out += _seed_markdown(s)
     return "\n".join(out)
 
 
@@ -524,9 +644,10 @@ def refresh_findings(results_dir: Path, out: Path, *, verbose: int = 1) -> dict:
     """--refresh-findings: findings of the existing runs under the current rules, no training.
 
     Rewrites the findings of every run in ``results.json`` (all snapshots, as ``deepeyes report
-    RUN --save`` does), derives the redesign of each seed again from its original run, and
-    rewrites ``results.json`` and ``results.md``. Where the redesign derived now differs from the
-    one that was trained, the entry keeps the trained one as ``trained_redesign``.
+    RUN --save`` does), takes the proposal of each seed again from its original run, and rewrites
+    ``results.json`` and ``results.md`` (the table is rebuilt from the recorded accuracies). Where
+    the redesign proposed now differs from the one that was trained, the entry keeps the trained
+    one as ``trained_redesign``.
     """
     from deepeyes_keras.derive.findings import write_findings
 
@@ -542,6 +663,9 @@ def refresh_findings(results_dir: Path, out: Path, *, verbose: int = 1) -> dict:
         if (new["widths"], sorted(new["remove"])) != (trained["widths"], sorted(trained["remove"])):
             s["trained_redesign"] = {"widths": trained["widths"], "remove": trained["remove"]}
     report["config"]["runs_dir"] = _rel(out)
+    report["config"].pop("round_to", None)  # the policy of an earlier version of this script
+    report["rows"] = summarize(report["per_seed"])
+    report["table"] = markdown_table(report["rows"])
     report["findings_refreshed"] = {
         "command": "python case_studies/mnist_lenet/run.py --refresh-findings",
         "finished": time.strftime("%Y-%m-%d %H:%M %Z"),
@@ -552,10 +676,10 @@ def refresh_findings(results_dir: Path, out: Path, *, verbose: int = 1) -> dict:
     print(
         f"Findings refreshed; results in {results_dir / 'results.md'} and results.json. "
         + (
-            f"The derived redesign changed in seed(s) {stale}: rerun the full command to refresh "
-            "the accuracy table."
+            f"The proposed redesign changed in seed(s) {stale}: rerun the full command to "
+            "refresh the accuracy table."
             if stale
-            else "The derived redesign is unchanged: the accuracy table stands."
+            else "The proposed redesign is unchanged: the accuracy table stands."
         )
     )
     return report
@@ -576,9 +700,12 @@ def _sanity(report: dict, out: Path) -> None:
             assert run.snapshots[-1].findings, f"{entry['run']}: no findings"
             assert 0.0 <= entry["test_accuracy"] <= 1.0
         assert s["findings_summary"]["layers"], "empty findings"
+        assert isinstance(s["progressive"], list), "no progressive comparison"
+        assert set(s["redesign"]) == {"widths", "remove", "notes"} and s["redesign"]["notes"]
     rows = [line for line in report["table"].splitlines()[2:] if line.startswith("|")]
-    assert len(rows) >= 2, f"the table has {len(rows)} rows"
-    assert rows[0].startswith(f"| {ROLES['original']}") and ROLES["redesign"] in rows[1]
+    assert len(rows) == len(ROLES), f"the table has {len(rows)} rows, expected {len(ROLES)}"
+    for row, label in zip(rows, ROLES.values(), strict=True):
+        assert row.startswith(f"| {label} |"), f"row {row!r} is not {label!r}"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -625,7 +752,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--refresh-findings",
         action="store_true",
         help="train nothing: recompute the findings of the runs in results.json under the "
-        "current rules, derive the redesign again, rewrite results.md/json",
+        "current rules, take the tool's proposal again, rewrite results.md/json",
     )
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1))
     return p.parse_args(argv)
@@ -699,7 +826,7 @@ def main(argv=None) -> dict:
             "quick": args.quick,
             "test_images": int(len(x_test)),
             "reservoir_size": reservoir_size,
-            "round_to": ROUND_TO,
+            "proposal": "deepeyes_keras.redesign.proposal.proposal_from_findings",
             "map_steps": args.map_steps,
             "maps": maps,
             "runs_dir": _rel(out),
