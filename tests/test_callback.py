@@ -85,7 +85,7 @@ def test_exact_files_and_reader_on_sequential_without_input(tmp_path):
     model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])  # 6 steps
     run_dir = tmp_path / "runs" / "run"
     assert cb.run_dir == run_dir
-    expected = ["manifest.json"]
+    expected = ["manifest.json", "model.json"]
     for step in (2, 4, 6):
         expected += [
             f"snapshots/step-{step:08d}.json",

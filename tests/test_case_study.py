@@ -245,5 +245,7 @@ def test_quick_mode_end_to_end(tmp_path):
     swept = sensitivity.main(["--runs", str(tmp_path), "--out", str(tmp_path)])
     grid = [line for line in swept.splitlines() if line.startswith("| ") and "min_cut" not in line]
     assert len([line for line in grid if line.split("|")[2].strip() in ("0.2", "0.25")]) == 6
-    assert "| 2 (default) | 0.25 |" in swept
+    from deepeyes_keras.derive.width import WidthThresholds
+
+    assert f"| 2 (default) | {WidthThresholds().min_cut:g} |" in swept
     assert (tmp_path / "sensitivity.md").read_text() == swept

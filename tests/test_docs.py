@@ -29,7 +29,7 @@ def test_docs_build_strict_without_any_runs(tmp_path):
     assert build.returncode == 0, build.stderr
     case_study = (tmp_path / "site" / "case-studies" / "mnist-lenet" / "index.html").read_text()
     # Every chart of the case study says how to make its runs instead of failing the build.
-    assert case_study.count("case_studies/mnist_lenet/run.py (about 25 minutes") == 9
+    assert case_study.count("case_studies/mnist_lenet/run.py (about 10 minutes") == 10
     assert "deepeyes-error" not in case_study
 
 
