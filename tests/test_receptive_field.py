@@ -363,6 +363,58 @@ def test_input_patches_equal_numpy_crop(maps, spatial):
         np.testing.assert_array_equal(got[n, p], padded[n][crop])
 
 
+@pytest.mark.parametrize(
+    "maps, spatial",
+    [
+        ((AxisMap(2, -6, 20), AxisMap(2, -6, 20)), (8, 8)),  # wider than the image on both axes
+        ((AxisMap(4, -30, 70), AxisMap(1, -1, 3)), (16, 9)),  # on one axis only
+        ((AxisMap(8, -100, 363),), (32,)),  # MobileNetV2-like: 363 px on a 32 px input
+    ],
+)
+def test_input_patches_never_outgrow_the_input(maps, spatial):
+    grid = tuple(max(1, (n - 1) // m.scale + 1) for m, n in zip(maps, spatial, strict=True))
+    x = _images((2, *spatial, 3))
+    margin = 20
+    padded = np.pad(x, [(0, 0)] + [(margin, margin)] * len(spatial) + [(0, 0)])
+    positions = np.random.default_rng(5).integers(0, np.prod(grid), size=(2, 6)).astype("int32")
+    got = extract_input_patches(tf.constant(x), maps, grid, tf.constant(positions)).numpy()
+    sizes = tuple(min(m.size, n) for m, n in zip(maps, spatial, strict=True))
+    assert got.shape == (2, 6, *sizes, 3)
+    for n, p in itertools.product(range(2), range(6)):
+        pos = np.unravel_index(positions[n, p], grid)
+        crop = tuple(
+            # a box wider than the input: the whole input axis; else the box, zeros outside
+            slice(margin, margin + size)
+            if m.size > extent
+            else slice(m.scale * q + m.offset + margin, m.scale * q + m.offset + margin + m.size)
+            for m, q, size, extent in zip(maps, pos, sizes, spatial, strict=True)
+        )
+        np.testing.assert_array_equal(got[n, p], padded[n][crop])
+
+
+def test_a_receptive_field_wider_than_the_image_is_recorded_at_the_image_size(tmp_path):
+    from deepeyes_keras import DeepEyesCallback, load_run
+
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((8, 8, 1))]
+    layers += [keras.layers.Conv2D(4, 3, padding="same", activation="relu", name=f"c{i}")
+               for i in range(5)]  # fmt: skip
+    layers += [keras.layers.Flatten(), keras.layers.Dense(3, name="out")]
+    model = keras.Sequential(layers)
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = _images((32, 8, 8, 1))
+    y = np.random.default_rng(0).integers(0, 3, 32)
+    cb = DeepEyesCallback(log_dir=str(tmp_path), run_name="deep", maps=False, verbose=0)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])
+    run = load_run(cb.run_dir)
+    info = {i["name"]: i for i in run.manifest["analysed_layers"]}
+    assert [m["size"] for m in info["c4"]["space_map"]] == [11, 11]  # 5 stacked 3x3: 11 px
+    assert info["c4"]["patch_shape"] == [8, 8, 1] and info["c0"]["patch_shape"] == [3, 3, 1]
+    samples = run.snapshots[-1].layers["c4"].samples
+    assert samples.patch.shape[1:] == (8, 8, 1)
+    np.testing.assert_array_equal(samples.box_size[0], [11, 11])
+
+
 def test_input_patches_of_lenet_conv2_contain_conv2_window():
     model = lenet()
     maps = input_space_maps(model)["conv2"]

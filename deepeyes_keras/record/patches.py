@@ -84,6 +84,37 @@ def extract_windows(
     return _patches_at(patches, positions)
 
 
+def clipped_sizes(maps: tuple[AxisMap, ...], input_sizes) -> tuple[int, ...]:
+    """Patch size per spatial axis: the box's, but never more than the input's (deep layers of
+    small images have receptive fields far larger than the image)."""
+    return tuple(min(m.size, int(n)) for m, n in zip(maps, input_sizes, strict=True))
+
+
+def clip_to_input(maps, out_grid, positions, input_sizes):
+    """Axes whose box is wider than the input: every position's patch is the whole input axis.
+
+    Such an axis becomes one position covering the input (scale 1, offset 0, size = the input's),
+    and the flat positions are re-indexed accordingly, so the patch never outgrows the input
+    (the true box is stored beside it, in ``box_start`` / ``box_size``).
+    """
+    sizes = [int(n) for n in input_sizes]
+    wide = [m.size > n for m, n in zip(maps, sizes, strict=True)]
+    if not any(wide):
+        return maps, out_grid, positions
+    coords = []
+    rest = tf.convert_to_tensor(positions)
+    for extent in reversed(out_grid):  # row-major flat index -> per-axis coordinates
+        coords.append(rest % extent)
+        rest = rest // extent
+    coords = coords[::-1]
+    new_maps, new_grid, flat = [], [], tf.zeros_like(coords[0])
+    for m, out, n, clip, c in zip(maps, out_grid, sizes, wide, coords, strict=True):
+        new_maps.append(AxisMap(scale=1, offset=0, size=n) if clip else m)
+        new_grid.append(1 if clip else out)
+        flat = flat * new_grid[-1] + (tf.zeros_like(c) if clip else c)
+    return tuple(new_maps), tuple(new_grid), flat
+
+
 def extract_input_patches(
     images: tf.Tensor,
     maps: tuple[AxisMap, ...],
@@ -100,8 +131,9 @@ def extract_input_patches(
         positions: ``(n, P)`` integer flat output positions.
 
     Returns:
-        ``(n, P, *sizes, C)`` with ``sizes = [m.size for m in maps]``; for ``maps == ()`` (tabular)
-        ``(n, 1, D)``.
+        ``(n, P, *sizes, C)`` with ``sizes = clipped_sizes(maps, input sizes)`` (the box's size,
+        or the whole input axis where the box is wider than the input); for ``maps == ()``
+        (tabular) ``(n, 1, D)``.
 
     Example:
         >>> extract_input_patches(x, maps["conv2"], (8, 8), positions)  # (n, P, 14, 14, 1)
@@ -114,6 +146,7 @@ def extract_input_patches(
             f"extract_input_patches expects 1 or 2 spatial axes matching images and out_grid. "
             f"Received: {len(maps)} maps, out_grid={out_grid}, images of shape {images.shape}."
         )
+    maps, out_grid, positions = clip_to_input(maps, out_grid, positions, images.shape[1:-1])
     # Bring each axis to exactly the span the boxes cover, [offset, scale*(out-1) + offset + size),
     # by cropping or zero-padding both ends; then VALID patches with stride `scale` are the boxes.
     crops, pads = [slice(None)], [[0, 0]]

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from deepeyes_keras.record.geometry import input_space_maps, layer_windows
-from deepeyes_keras.record.patches import extract_input_patches, extract_windows
+from deepeyes_keras.record.patches import clipped_sizes, extract_input_patches, extract_windows
 from deepeyes_keras.record.reservoir import Reservoir
 from deepeyes_keras.record.statistics import LayerStatistics
 
@@ -188,7 +188,7 @@ class Recorder:
         """Shape of one input-space patch of ``tap`` (the whole input's when it has no box)."""
         if tap.space_map is None or not tap.space_map:
             return self.input_shape
-        return tuple(m.size for m in tap.space_map) + (self.input_shape[-1],)
+        return clipped_sizes(tap.space_map, self.input_shape[:-1]) + (self.input_shape[-1],)
 
     def capture(self, data) -> None:
         """Graph ops appended to the train step: count the step, keep k random images."""
