@@ -5,8 +5,10 @@ from __future__ import annotations
 import keras
 
 from deepeyes_keras.names import did_you_mean
+from deepeyes_keras.redesign.proposal import RESIZABLE
 
-_WIDTH_KEYS = {"Conv1D": "filters", "Conv2D": "filters", "Dense": "units"}
+# The widths it can change (defined with the proposal, which needs no TensorFlow).
+_WIDTH_KEYS = {name: "units" if name == "Dense" else "filters" for name in RESIZABLE}
 
 
 def resize_model(
@@ -59,7 +61,8 @@ def resize_model(
         if type(layer).__name__ not in _WIDTH_KEYS:
             raise ValueError(
                 f"resize_model: layer {layer_name!r} is a {type(layer).__name__}; "
-                "only Conv1D, Conv2D and Dense widths can be changed."
+                f"only {', '.join(RESIZABLE)} widths can be changed (a depthwise "
+                "convolution has as many channels as its input times its depth multiplier)."
             )
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
             raise ValueError(

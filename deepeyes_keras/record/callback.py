@@ -61,7 +61,8 @@ class DeepEyesCallback(keras.callbacks.Callback):
     Args:
         log_dir: directory that holds the runs.
         run_name: the run's directory name; default ``<date>-<time>-<model name>``.
-        layers: names of the layers to analyse; default every Conv1D, Conv2D and Dense layer.
+        layers: names of the layers to analyse; default every Conv (also depthwise and
+            separable) and Dense layer.
         snapshot_every: ``"auto"`` (steps 10, 20, 40, 80, then every 100) or an integer number of
             steps. A snapshot is also written when training ends.
         sample_every: measure on every n-th training step (1 = every step, as the paper's code).
@@ -168,8 +169,9 @@ class DeepEyesCallback(keras.callbacks.Callback):
         self._layers, skipped = resolve_layers(model, self.layers)
         if skipped:
             warnings.warn(
-                f"DeepEyes cannot analyse layer(s) {skipped} (only Conv1D, Conv2D and "
-                "Dense are supported); they are skipped.",
+                f"DeepEyes cannot analyse layer(s) {skipped} yet (recurrent, transposed and 3-D "
+                "convolutions: the paper defines no instance for them; supported: Conv1D/2D, "
+                "Depthwise and Separable Conv1D/2D, Dense); they are skipped.",
                 stacklevel=2,
             )
         self._is_writer = _is_chief(model.distribute_strategy)

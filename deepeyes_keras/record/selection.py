@@ -2,8 +2,9 @@
 
 :func:`check_graph_model` rejects models without a symbolic graph (subclassed models), whose inner
 layers cannot be tapped. :func:`resolve_layers` turns the user's ``layers=[...]`` into the layers
-to record: by default every Conv1D, Conv2D and Dense layer; it lists every unknown name at once,
-with close matches, and names the requested layers it cannot analyse.
+to record: by default every Conv1D, Conv2D, DepthwiseConv1D/2D, SeparableConv1D/2D and Dense
+layer; it lists every unknown name at once, with close matches, and names the requested layers it
+cannot analyse.
 
 Example:
     >>> layers, skipped = resolve_layers(model, ["conv1", "fc1"])   # doctest: +SKIP
@@ -17,7 +18,18 @@ import keras
 
 from deepeyes_keras.names import did_you_mean
 
-ANALYSABLE_TYPES = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Dense)
+# A depthwise convolution's filters are its output channels (each sees one input channel through
+# its kernel); a separable one is analysed as the layer it is (its output channels), both with the
+# window of their input as the neuronal receptive field.
+ANALYSABLE_TYPES = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Dense,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+)
 # Layers a user may expect us to analyse but that we cannot (yet): named in a warning when found.
 _FILTER_LIKE_TYPES = (
     keras.layers.RNN,
@@ -28,8 +40,6 @@ _FILTER_LIKE_TYPES = (
     keras.layers.Conv1DTranspose,
     keras.layers.Conv2DTranspose,
     keras.layers.Conv3DTranspose,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv2D,
     keras.layers.Bidirectional,
 )
 
@@ -61,7 +71,7 @@ def resolve_layers(model, names=None) -> tuple[list, list[str]]:
 
     Args:
         model: a Sequential or Functional model (it need not be built).
-        names: layer names, or None for every Conv1D, Conv2D and Dense layer.
+        names: layer names, or None for every analysable layer (``ANALYSABLE_TYPES``).
 
     Returns:
         (layers to analyse in model order, names of requested layers that cannot be analysed).
@@ -98,6 +108,6 @@ def resolve_layers(model, names=None) -> tuple[list, list[str]]:
     if not chosen:
         raise ValueError(
             f"None of the requested layers {list(names)} can be analysed: DeepEyes analyses "
-            "Conv1D, Conv2D and Dense layers."
+            "Conv1D, Conv2D, DepthwiseConv1D/2D, SeparableConv1D/2D and Dense layers."
         )
     return chosen, skipped

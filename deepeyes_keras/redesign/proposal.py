@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+RESIZABLE = ("Conv1D", "Conv2D", "SeparableConv1D", "SeparableConv2D", "Dense")
+"""Layer classes whose width a proposal may change (``resize_model`` rebuilds them); a depthwise
+convolution has as many channels as its input times its depth multiplier, so it keeps its width."""
+
 
 @dataclass(frozen=True)
 class Proposal:
@@ -94,6 +98,7 @@ def proposal_from_findings(run_name: str, findings: dict, manifest: dict) -> Pro
                 reasons[name] = s.get("text", "")
     # The output layer's width is the number of labels: never changed, never removed.
     output = list(original)[-1] if original else None
+    classes = {i["name"]: i.get("class") for i in manifest.get("analysed_layers") or []}
     remove = [name for name in remove if name != output]
     widths = {}
     for name, width in (findings.get("suggested_widths") or {}).items():
@@ -101,7 +106,9 @@ def proposal_from_findings(run_name: str, findings: dict, manifest: dict) -> Pro
         why = (f.get("T4") or {}).get("text") or f"suggested width {width}"
         if name == output or name in remove or int(width) >= original.get(name, int(width) + 1):
             continue
-        if name in capacity:
+        if classes.get(name) and classes[name] not in RESIZABLE:
+            reasons[name] = f"{why}; not applied: a {classes[name]}'s width follows its input"
+        elif name in capacity:
             reasons[name] = f"{why}; not applied: T5 asks for more capacity there"
         elif not (f.get("T1") or {}).get("stable", False):
             reasons[name] = f"{why}; not applied: the layer is not stable yet (T1)"
