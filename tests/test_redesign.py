@@ -415,3 +415,22 @@ def test_redesign_html_escapes_and_says_what_is_missing():
     assert "retrained an earlier proposal" in html  # widths 3, not the current 2
     broken = {"status": "finished", "networks": {"original": {"test": "NaN<script>"}}}
     assert "<script>" not in redesign_html(None, broken)
+
+
+def test_a_width_the_residual_graph_cannot_take_is_dropped_with_the_reason():
+    import keras
+
+    from deepeyes_keras.redesign.build import buildable
+
+    inputs = keras.Input((8, 8, 1))
+    c = keras.layers.Conv2D(6, 3, padding="same", name="c")(inputs)
+    a = keras.layers.Conv2D(4, 3, padding="same", name="a")(c)
+    b = keras.layers.Conv2D(4, 3, padding="same", name="b")(a)
+    merged = keras.layers.Add(name="add")([a, b])
+    outputs = keras.layers.Dense(3, name="out")(keras.layers.Flatten()(merged))
+    model = keras.Model(inputs, outputs, name="residual")
+    proposal = Proposal(run="r", step=1, widths={"c": 3, "b": 2}, reasons={"b": "rank 1"})
+    kept = buildable(model, proposal)
+    assert kept.widths == {"c": 3}
+    assert kept.reasons["b"].startswith("rank 1; not applied: the graph cannot take it")
+    assert buildable(model, kept) == kept  # a buildable proposal is left as it is
