@@ -285,8 +285,9 @@ def train_watched(
     _, accuracy = model.evaluate(x_test, y_test, batch_size=1000, verbose=0)
     began = time.perf_counter()
     n_maps = compute_maps(run_dir, map_steps, seed=seed) if maps else 0
-    write_views(run_dir)  # overview and histograms always; layer views where maps exist
+    # Findings first, as the pipeline does: a layer view draws its snapshot's T4 evidence.
     write_findings(run_dir)
+    write_views(run_dir)  # overview and histograms always; layer views where maps exist
     analysis_seconds = time.perf_counter() - began
     result = {
         "run": run_name,
@@ -644,17 +645,19 @@ def refresh_findings(results_dir: Path, out: Path, *, verbose: int = 1) -> dict:
     """--refresh-findings: findings of the existing runs under the current rules, no training.
 
     Rewrites the findings of every run in ``results.json`` (all snapshots, as ``deepeyes report
-    RUN --save`` does), takes the proposal of each seed again from its original run, and rewrites
-    ``results.json`` and ``results.md`` (the table is rebuilt from the recorded accuracies). Where
-    the redesign proposed now differs from the one that was trained, the entry keeps the trained
-    one as ``trained_redesign``.
+    RUN --save`` does) and its views (which draw the findings' T4 evidence), takes the proposal
+    of each seed again from its original run, and rewrites ``results.json`` and ``results.md``
+    (the table is rebuilt from the recorded accuracies). Where the redesign proposed now differs
+    from the one that was trained, the entry keeps the trained one as ``trained_redesign``.
     """
     from deepeyes_keras.derive.findings import write_findings
+    from deepeyes_keras.derive.views import write_views
 
     report = json.loads((results_dir / "results.json").read_text())
     for s in report["per_seed"]:
         for entry in s["networks"].values():
             write_findings(out / entry["run"], overwrite=True)
+            write_views(out / entry["run"], overwrite=True)  # layer views draw the T4 evidence
             entry["run_dir"] = _rel(out / entry["run"])
         trained = s.get("trained_redesign") or s["redesign"]
         s.pop("trained_redesign", None)
