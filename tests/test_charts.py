@@ -342,12 +342,44 @@ def test_histogram_snapshot_param_picks_the_step_when_rendered():
     layers, snapshots = histogram_inputs()
     spec = histograms_spec(layers, snapshots)
     param(spec, "snapshot")["value"] = 40  # what choosing 40 in the select box does
-    counts = [float(f["count"]) for f in map(fields_of, aria_labels(spec)) if "count" in f]
-    chosen = snapshots[2]["layers"]
+    labels = list(map(fields_of, aria_labels(spec)))
+    counts = [float(f["instances in bin"]) for f in labels if "instances in bin" in f]
+    chosen, before = snapshots[2]["layers"], snapshots[1]["layers"]
     assert counts == chosen["conv1"]["histogram"] + chosen["dense"]["histogram"]
-    changes = [float(f["change"]) for f in map(fields_of, aria_labels(spec)) if "change" in f]
-    expected = [clean_number(c) for c in chosen["conv1"]["change"] + chosen["dense"]["change"]]
-    np.testing.assert_allclose(changes, expected, rtol=1e-3)
+    # Bars are shares of the interval's instances; the change is the change of share.
+    shares = [float(f["share"].rstrip("%")) / 100 for f in labels if "share" in f]
+    changes = [
+        float(f["change of share"].rstrip("%")) / 100 for f in labels if "change of share" in f
+    ]
+    expected_share, expected_change = [], []
+    for name in ("conv1", "dense"):
+        now = np.array(chosen[name]["histogram"], float) / sum(chosen[name]["histogram"])
+        then = np.array(before[name]["histogram"], float) / sum(before[name]["histogram"])
+        expected_share += now.tolist()
+        expected_change += (now - then).tolist()
+    np.testing.assert_allclose(shares, expected_share, atol=6e-4)  # labels round to 0.1%
+    np.testing.assert_allclose(changes, expected_change, atol=6e-4)
+
+
+def test_a_short_last_interval_is_compared_as_a_distribution_not_as_a_collapse():
+    # The end-of-training snapshot often covers one step (160 instances against 1,600): raw
+    # counts read as a large red collapse; as shares the same distribution shows no change.
+    layers = [{"name": "conv1", "n_filters": 20}]
+    shape = np.linspace(1, 3, 30)
+    full = (1600 * shape / shape.sum()).round()
+    short = (160 * shape / shape.sum()).round()
+    snaps = [
+        {"step": 1900, "layers": {"conv1": {"histogram": full.tolist()}}},
+        {"step": 2000, "layers": {"conv1": {"histogram": full.tolist()}}},
+        {"step": 2001, "layers": {"conv1": {"histogram": short.tolist()}}},
+    ]
+    spec = histograms_spec(layers, snaps)
+    rows = [r for r in spec["datasets"]["histograms"] if r["step"] == 2001]
+    assert max(abs(r["change"]) for r in rows) < 0.005  # shares agree to rounding
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0, abs=1e-3)
+    labels = param(spec, "snapshot")["bind"]["labels"]
+    assert labels[-1] == f"2001 (1 step, {short.sum():.0f} instances)"
+    assert labels[1] == f"2000 (100 steps, {full.sum():,.0f} instances)"
 
 
 def test_histograms_reject_bad_input():

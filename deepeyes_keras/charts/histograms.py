@@ -69,14 +69,16 @@ def histograms_spec(
         name = str(layer["name"])
         layer_rows = _layer_rows(name, int(layer["n_filters"]), snapshots)
         rows.extend(layer_rows)
-        top = max([0.0] + [r["count"] or 0 for r in layer_rows])
+        top = max([0.0] + [r["share"] or 0 for r in layer_rows])
         swing = max([0.0] + [abs(r["change"] or 0) for r in layer_rows])
         extent[name] = (top or 1.0, swing or 1.0)
 
     snapshot = alt.param(
         name="snapshot",
         value=steps[-1],
-        bind=alt.binding_select(options=steps, name="snapshot step "),
+        bind=alt.binding_select(
+            options=steps, labels=interval_labels(steps, rows), name="snapshot step "
+        ),
     )
     base = alt.Chart(alt.Data(name="histograms"))
     panel_rows = [
@@ -87,26 +89,52 @@ def histograms_spec(
     return finish(chart, {"histograms": rows})
 
 
+def interval_labels(steps: list[int], rows: list[dict]) -> list[str]:
+    """Select-box labels that say how much each snapshot's interval holds ("300 (100 steps,
+    1,600 instances)"), so a short last interval is seen for what it is."""
+    instances: dict[int, float] = {}
+    for r in rows:
+        instances[r["step"]] = max(instances.get(r["step"], 0.0), r["instances"] or 0.0)
+    labels, before = [], 0
+    for step in steps:
+        n = step - before
+        labels.append(
+            f"{step} ({n} step{'s' if n != 1 else ''}, {instances.get(step, 0):,.0f} instances)"
+        )
+        before = step
+    return labels
+
+
 def _layer_rows(name: str, n_filters: int, snapshots: Sequence[Mapping[str, Any]]) -> list[dict]:
-    """One row per (snapshot, bin) of one layer: bin edges, count, change and its direction."""
+    """One row per (snapshot, bin) of one layer: bin edges, share, change and its direction.
+
+    ``share`` is the bin's share of the interval's instances, and ``change`` the difference from
+    the previous snapshot's shares: intervals of different lengths (the last one of a run may
+    cover a single step) are compared as distributions, not as raw counts, which would read as a
+    collapse. ``count`` (instances in the bin) and ``instances`` (in the interval) stay beside.
+    """
     if n_filters < 1:
         raise ValueError(
             f"Invalid n_filters for layer {name!r}. Received: {n_filters}. Expected >= 1."
         )
     edges = np.linspace(1.0, float(n_filters), N_BINS + 1)
     rows = []
-    for snap in snapshots:
+    previous = np.zeros(N_BINS)
+    for snap in sorted(snapshots, key=lambda s: int(s["step"])):
         rec = snap.get("layers", {}).get(name)
         if rec is None:
             continue
         hist = clean_list(rec["histogram"])
-        change = clean_list(rec.get("change") or [0] * len(hist))
-        if len(hist) != N_BINS or len(change) != N_BINS:
+        if len(hist) != N_BINS:
             raise ValueError(
                 f"Invalid histogram for layer {name!r} at step {snap['step']}. Received "
-                f"{len(hist)} bins and {len(change)} change bins. Expected "
-                f"{N_BINS} of each."
+                f"{len(hist)} bins. Expected {N_BINS}."
             )
+        counts = np.array([h or 0.0 for h in hist], dtype=np.float64)
+        total = float(counts.sum())
+        share = counts / total if total > 0 else np.zeros(N_BINS)
+        change = share - previous
+        previous = share
         for b in range(N_BINS):
             rows.append(
                 {
@@ -115,8 +143,10 @@ def _layer_rows(name: str, n_filters: int, snapshots: Sequence[Mapping[str, Any]
                     "lo": clean_number(edges[b]),
                     "hi": clean_number(edges[b + 1]),
                     "count": hist[b],
-                    "change": change[b],
-                    "direction": "increase" if (change[b] or 0) >= 0 else "decrease",
+                    "instances": clean_number(total),
+                    "share": clean_number(share[b]),
+                    "change": clean_number(change[b]),
+                    "direction": "increase" if change[b] >= 0 else "decrease",
                 }
             )
     return rows
@@ -148,13 +178,28 @@ def _layer_panels(
     hist = current.mark_bar(color="#4c78a8").encode(
         x=x,
         x2="hi:Q",
-        y=alt.Y("count:Q", title=f"{name}: instances", scale=alt.Scale(domain=[0, top])),
-        tooltip=[*bin_tooltip, alt.Tooltip("count:Q", format=".4~g")],
+        y=alt.Y(
+            "share:Q",
+            title=f"{name}: share",
+            axis=alt.Axis(format="%"),
+            scale=alt.Scale(domain=[0, top]),
+        ),
+        tooltip=[
+            *bin_tooltip,
+            alt.Tooltip("share:Q", format=".1%"),
+            alt.Tooltip("count:Q", title="instances in bin", format=".4~g"),
+            alt.Tooltip("instances:Q", title="instances in interval", format=".4~g"),
+        ],
     )
     change = current.mark_bar().encode(
         x=x,
         x2="hi:Q",
-        y=alt.Y("change:Q", title="change", scale=alt.Scale(domain=[-swing, swing])),
+        y=alt.Y(
+            "change:Q",
+            title="change of share",
+            axis=alt.Axis(format="+%"),
+            scale=alt.Scale(domain=[-swing, swing]),
+        ),
         color=alt.Color(
             "direction:N",
             scale=alt.Scale(
@@ -162,9 +207,11 @@ def _layer_panels(
             ),
             legend=alt.Legend(title="change") if i == 0 else None,
         ),
-        tooltip=[*bin_tooltip, alt.Tooltip("change:Q", format="+.4~g")],
+        tooltip=[*bin_tooltip, alt.Tooltip("change:Q", title="change of share", format="+.1%")],
     )
     return alt.hconcat(
-        hist.properties(name=f"histogram_{i}", title=f"{name}: perplexity histogram"),
-        change.properties(name=f"change_{i}", title=f"{name}: change since previous"),
+        hist.properties(
+            name=f"histogram_{i}", title=f"{name}: perplexity histogram (share of the interval)"
+        ),
+        change.properties(name=f"change_{i}", title=f"{name}: change of share since previous"),
     )
