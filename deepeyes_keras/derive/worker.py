@@ -62,9 +62,12 @@ def _worker_main(run_dir: str, max_points: int, seed: int) -> None:
 # thread and new threads inherit it, so the policy must be set before numpy's BLAS pool or
 # openTSNE's threads exist (a `nice` after `import numpy` leaves those threads at full priority).
 # SCHED_IDLE runs the worker only on otherwise idle cores, and a training thread that wakes up
-# takes its core back at once; where it is not available, nice 19 is the fallback.
+# takes its core back at once; where it is not available, nice 19 is the fallback. The worker
+# ignores SIGINT: a Ctrl-C while the parent waits for the maps is the parent's to handle.
 _LAUNCH = """
-import os, runpy
+import os, runpy, signal
+# Ctrl-C in the terminal reaches the whole process group: the parent decides (MapWorker.wait).
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 try:
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 except (AttributeError, OSError):
@@ -98,6 +101,7 @@ class MapWorker:
             bufsize=1,
             env=env,
         )
+        self.run_dir = str(run_dir)
         self._events: queue.Queue = queue.Queue()
         # Read the worker's output continuously so its pipe never fills up and blocks it.
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -143,32 +147,94 @@ class MapWorker:
                 pass
 
     def wait(self, *, verbose: bool = True, timeout: float | None = None) -> None:
-        """Waits (showing progress) until the worker has written every map and stopped."""
+        """Waits, showing progress and an estimate, until the worker has written every map.
+
+        Ctrl-C stops the worker cleanly (what it wrote is kept) and says how to finish later.
+        """
         self.finish()
         began = time.perf_counter()
-        while not self._stopped:
-            left = None if timeout is None else timeout - (time.perf_counter() - began)
-            if left is not None and left <= 0:
-                break
-            try:
-                event = self._events.get(timeout=left)
-            except queue.Empty:
-                break
-            if event[0] == "stopped":
-                self._stopped = True
-                break
-            if event[0] == "error":
-                self.errors.append(event[1])
-                print(f"DeepEyes: computing maps failed: {event[1]}", flush=True)
-            elif event[0] == "progress" and verbose:
-                _, done, total, text = event
-                if done == total or done % 8 == 0:
-                    print(f"DeepEyes: maps {done}/{total} ({text})", flush=True)
+        progress = MapProgress(verbose=verbose)
+        try:
+            while not self._stopped:
+                left = None if timeout is None else timeout - (time.perf_counter() - began)
+                if left is not None and left <= 0:
+                    break
+                try:  # short waits: a Ctrl-C is seen at once
+                    event = self._events.get(timeout=0.5 if left is None else min(0.5, left))
+                except queue.Empty:
+                    continue
+                if event[0] == "stopped":
+                    self._stopped = True
+                elif event[0] == "error":
+                    self.errors.append(event[1])
+                    print(f"DeepEyes: computing maps failed: {event[1]}", flush=True)
+                elif event[0] == "progress":
+                    progress.update(*event[1:])
+        except KeyboardInterrupt:
+            self._process.terminate()
+            self._stopped = True
+            progress.end()
+            print(
+                f"DeepEyes: stopped computing maps ({progress.done} of {progress.total or '?'} "
+                f"written, kept). Run `deepeyes maps {self.run_dir}` to compute the rest.",
+                flush=True,
+            )
+        progress.end()
         try:
             self._process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self._process.terminate()
         atexit.unregister(self.wait)
+
+
+class MapProgress:
+    """The maps' progress while a script waits: a bar with an estimate of the time left.
+
+    On a terminal one line is redrawn in place; in a log (not a terminal) a line is printed every
+    8 maps and at the last. The estimate is the mean time per map so far times the maps left.
+    """
+
+    def __init__(self, *, verbose: bool = True, stream=None):
+        self.verbose = verbose
+        self.stream = stream or sys.stdout
+        self.done, self.total = 0, 0
+        self.started: float | None = None
+        self.inline = False
+
+    def update(self, done: int, total: int, text: str) -> None:
+        now = time.perf_counter()
+        if self.started is None:
+            self.started = now
+        self.done, self.total = int(done), int(total)
+        if not self.verbose:
+            return
+        line = self.line(text, now)
+        if self.stream.isatty():
+            self.stream.write("\r" + line.ljust(100)[:100])
+            self.stream.flush()
+            self.inline = True
+        elif self.done == self.total or self.done % 8 == 0:
+            print(line, file=self.stream, flush=True)
+
+    def line(self, text: str, now: float) -> str:
+        width = 20
+        filled = round(width * self.done / self.total) if self.total else 0
+        bar = "#" * filled + "." * (width - filled)
+        left = ""
+        if 0 < self.done < self.total and self.started is not None and now > self.started:
+            seconds = (now - self.started) / self.done * (self.total - self.done)
+            left = (
+                f", about {seconds / 60:.0f} min left"
+                if seconds >= 90
+                else (f", about {seconds:.0f} s left")
+            )
+        return f"DeepEyes: maps [{bar}] {self.done}/{self.total}{left} ({text})"
+
+    def end(self) -> None:
+        if self.inline:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.inline = False
 
 
 if __name__ == "__main__":
