@@ -86,3 +86,9 @@ def test_profile_fit_quick():
     out = run_script("profile_fit.py")
     assert "measurement: first call (traces the tf.function)" in out
     assert "n/a" not in out  # every timer found the internal it wraps
+
+
+@pytest.mark.slow
+def test_architectures_quick():
+    out = run_script("architectures.py")
+    assert "**MobileNetV2**" in out and "layers watched" in out

@@ -348,13 +348,21 @@ def test_unknown_layers_are_all_listed_with_close_matches(tmp_path):
 
 def test_unsupported_layer_is_named_in_one_warning_and_skipped(tmp_path):
     model = keras.Sequential(
-        [keras.Input((5, 3)), keras.layers.LSTM(4, name="lstm"), keras.layers.Dense(2, name="head")]
+        [
+            keras.Input((6, 6, 1)),
+            keras.layers.Conv2DTranspose(3, 3, name="up"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, name="head"),
+        ]
     )
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    cb = callback(tmp_path, layers=["lstm", "head"])
-    with pytest.warns(UserWarning, match=r"\['lstm'\]"):
-        model.fit(np.random.rand(16, 5, 3), np.zeros(16), verbose=0, callbacks=[cb])
+    cb = callback(tmp_path, layers=["up", "head"])
+    with pytest.warns(UserWarning, match=r"1 layer.*up \(Conv2DTranspose: transposed conv"):
+        model.fit(np.random.rand(16, 6, 6, 1), np.zeros(16), verbose=0, callbacks=[cb])
     assert load_run(cb.run_dir).layer_names == ["head"]
+    cb = callback(tmp_path, run_name="default")  # the default choice names it too
+    with pytest.warns(UserWarning, match=r"up \(Conv2DTranspose"):
+        model.fit(np.random.rand(16, 6, 6, 1), np.zeros(16), verbose=0, callbacks=[cb])
 
 
 def test_unwritable_log_dir_fails_before_the_first_step(tmp_path):

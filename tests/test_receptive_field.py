@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from deepeyes_keras.record.geometry import AxisMap, AxisWindow, input_space_maps, layer_windows
+from deepeyes_keras.record.geometry import (
+    AxisMap,
+    AxisWindow,
+    input_space_maps,
+    input_space_maps_by_input,
+    layer_paths,
+    layer_windows,
+)
 from deepeyes_keras.record.patches import extract_input_patches, extract_windows
 
 ATOL = 1e-5
@@ -467,7 +474,7 @@ def test_model_errors():
 
     a, b = keras.Input((8, 8, 1)), keras.Input((8, 8, 1))
     two = keras.Model([a, b], keras.layers.Add()([a, b]))
-    with pytest.raises(ValueError, match="single-input"):
+    with pytest.raises(ValueError, match="single-input.*input_space_maps_by_input"):
         input_space_maps(two)
     with pytest.raises(TypeError, match="list of names"):
         input_space_maps(lenet(), "conv1")
@@ -475,3 +482,130 @@ def test_model_errors():
         input_space_maps(lenet(), ["conv1", "conv"])
     with pytest.raises(ValueError, match="unknown spatial size"):
         layer_windows(keras.layers.Conv1D(2, 3), (None, None, 1))
+
+
+def test_layer_paths_and_maps_inside_sequential_models_nested_twice():
+    inner = keras.Sequential(
+        [keras.layers.Conv2D(2, 3, padding="same", name="conv"), keras.layers.ReLU(name="relu")],
+        name="inner",
+    )
+    middle = keras.Sequential(
+        [keras.layers.Conv2D(2, 3, strides=2, name="down"), inner], name="middle"
+    )
+    model = keras.Sequential(
+        [
+            keras.Input((13, 13, 1)),
+            keras.layers.ZeroPadding2D(1, name="pad"),
+            middle,
+            keras.layers.Flatten(name="flat"),
+        ]
+    )
+    paths = ["pad", "middle", "middle/down", "middle/inner", "middle/inner/conv"]
+    paths += ["middle/inner/relu", "flat"]
+    assert [p for p, _ in layer_paths(model)] == paths
+    assert layer_paths(model)[4][1] is inner.get_layer("conv")
+    maps = input_space_maps(model)
+    assert list(maps) == paths
+    assert maps["middle/down"] == (AxisMap(2, -1, 3),) * 2
+    assert maps["middle/inner/conv"] == maps["middle"] == (AxisMap(2, -3, 7),) * 2
+    assert maps["flat"] is None
+    assert input_space_maps(model, ["middle/inner/relu"]) == {
+        "middle/inner/relu": maps["middle/inner/conv"]
+    }
+    assert input_space_maps_by_input(model) == {name: {0: m} for name, m in maps.items()}
+    with pytest.raises(ValueError, match=r"\['middle/inner/cnv'\].*'middle/inner/conv'"):
+        input_space_maps(model, ["middle/inner/cnv"])
+    with pytest.raises(ValueError, match="named by path"):
+        input_space_maps(model, ["conv"])
+
+
+def test_a_nested_model_is_described_at_its_first_call():
+    block = keras.Sequential(
+        [keras.Input((9, 9, 1)), keras.layers.Conv2D(1, 3, padding="same", name="conv")],
+        name="block",
+    )
+    inputs = keras.Input((9, 9, 1))
+    model = keras.Model(inputs, block(block(inputs)))
+    maps = input_space_maps(model)
+    assert maps["block"] == maps["block/conv"] == (AxisMap(1, -1, 3),) * 2
+
+
+def test_a_nested_model_with_two_inputs_unites_its_inputs_boxes():
+    a, b = keras.Input((8, 8, 1), name="a"), keras.Input((8, 8, 1), name="b")
+    ca = keras.layers.Conv2D(1, 3, name="ca")(a)
+    crop = keras.layers.Cropping2D(((2, 0), (2, 0)), name="crop")(b)
+    joined = keras.layers.Add(name="join")([ca, crop])
+    pair = keras.Model([a, b], keras.layers.Conv2D(1, 1, name="out")(joined), name="pair")
+    inputs = keras.Input((10, 10, 1))
+    stem = keras.layers.Conv2D(1, 3, name="stem")(inputs)
+    wide = keras.layers.Conv2D(1, 3, padding="same", name="wide")(stem)
+    model = keras.Model(inputs, pair([stem, wide]))
+    maps = input_space_maps(model)
+    assert maps["wide"] == (AxisMap(1, -1, 5),) * 2
+    assert maps["pair/ca"] == (AxisMap(1, 0, 5),) * 2
+    assert maps["pair/crop"] == (AxisMap(1, 1, 5),) * 2
+    assert maps["pair/join"] == maps["pair/out"] == maps["pair"] == (AxisMap(1, 0, 6),) * 2
+    inner = input_space_maps_by_input(pair)
+    assert inner["join"] == {0: (AxisMap(1, 0, 3),) * 2, 1: (AxisMap(1, 2, 1),) * 2}
+    assert inner["ca"] == {0: (AxisMap(1, 0, 3),) * 2} and inner["crop"] == {1: inner["crop"][1]}
+
+
+def test_subclassed_models_and_broadcast_grids_give_the_whole_input():
+    class Doubler(keras.Model):
+        def call(self, x):
+            return x * 2.0
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(2, 3, name="conv")(inputs)
+    doubled = Doubler(name="doubler")(x)
+    corner = keras.layers.Conv2D(2, 6, name="corner")(x)  # a 1x1 grid
+    model = keras.Model(inputs, keras.layers.Add(name="add")([doubled, corner]))
+    maps = input_space_maps(model)
+    assert maps["doubler"] is None
+    assert maps["corner"] == (AxisMap(1, 0, 8),) * 2
+    # Position 0 of `corner` is broadcast to every position: the whole input, not a union.
+    plain = keras.Model(inputs, keras.layers.Add(name="badd")([x, corner]))
+    assert input_space_maps(plain)["badd"] is None
+    assert [p for p, _ in layer_paths(model)] == ["conv", "doubler", "corner", "add"]
+
+
+def test_a_nested_model_of_unknown_spatial_size_takes_the_size_of_its_call():
+    def block():
+        return keras.Sequential(
+            [keras.Input((None, None, 1)), keras.layers.Conv2D(1, 3, strides=2, padding="same")],
+            name="block",
+        )
+
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, block()(keras.layers.Conv2D(1, 3, name="stem")(inputs)))
+    name = model.get_layer("block").layers[0].name
+    maps = input_space_maps(model)
+    # 'same' with stride 2 on 6 positions pads one zero after, none before.
+    assert maps[f"block/{name}"] == maps["block"] == (AxisMap(2, 0, 5),) * 2
+    unknown = keras.Input((None, None, 1))
+    with pytest.raises(ValueError, match="unknown spatial size.*nested model"):
+        input_space_maps(keras.Model(unknown, block()(unknown)))
+
+
+def test_layers_that_lose_or_mix_the_grid_give_the_whole_input():
+    inputs = keras.Input((8, 6, 2))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    lost = {
+        "reshape": keras.layers.Reshape((6, 8, 4), name="reshape")(x),
+        "permute": keras.layers.Permute((2, 1, 3), name="permute")(x),
+        "norm_rows": keras.layers.LayerNormalization(axis=1, name="norm_rows")(x),
+        "cat_rows": keras.layers.Concatenate(axis=1, name="cat_rows")([x, x]),
+        "gmp": keras.layers.GlobalMaxPooling2D(keepdims=True, name="gmp")(x),
+        "flat": keras.layers.Flatten(name="flat")(x),
+        "bicubic": keras.layers.UpSampling2D(1, interpolation="bicubic", name="bicubic")(x),
+    }
+    kept = {
+        "ln": keras.layers.LayerNormalization(name="ln")(x),
+        "softmax": keras.layers.Softmax(name="softmax")(x),
+        "drop": keras.layers.SpatialDropout2D(0.2, name="drop")(x),
+        "up1": keras.layers.UpSampling2D(1, name="up1")(x),
+    }
+    model = keras.Model(inputs, [*lost.values(), *kept.values()])
+    maps = input_space_maps(model)
+    assert all(maps[name] is None for name in lost), {n: maps[n] for n in lost}
+    assert all(maps[name] == maps["conv"] == (AxisMap(1, -1, 3),) * 2 for name in kept)

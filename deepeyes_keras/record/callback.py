@@ -33,6 +33,7 @@ from deepeyes_keras.record.arguments import (
     check_run_name,
     check_snapshot_every,
 )
+from deepeyes_keras.record.budget import MAX_DEFAULT_LAYERS, MEMORY_BUDGET_MB
 from deepeyes_keras.record.describe import model_config, model_manifest, run_manifest, utc_now
 from deepeyes_keras.record.recorder import Recorder
 from deepeyes_keras.record.schedule import is_measured_step, is_snapshot_step
@@ -61,8 +62,9 @@ class DeepEyesCallback(keras.callbacks.Callback):
     Args:
         log_dir: directory that holds the runs.
         run_name: the run's directory name; default ``<date>-<time>-<model name>``.
-        layers: names of the layers to analyse; default every Conv (also depthwise and
-            separable) and Dense layer.
+        layers: names of the layers to analyse (``outer/inner`` for a layer inside a nested
+            model); default every Conv (also depthwise and separable), Dense and recurrent layer at
+            any depth, within ``memory_budget_mb``.
         snapshot_every: ``"auto"`` (steps 10, 20, 40, 80, then every 100) or an integer number of
             steps. A snapshot is also written when training ends.
         sample_every: measure on every n-th training step (1 = every step, as the paper's code).
@@ -88,6 +90,10 @@ class DeepEyesCallback(keras.callbacks.Callback):
             bandwidth; see the benchmarks page).
         jit_compile: compile the measurement with XLA (the train step itself is left as Keras
             compiles it).
+        memory_budget_mb: bound on the recorder's variables (reservoirs and statistics) when
+            ``layers`` is not given: on a big network the default layers are at most 24, spread
+            over its depth, whose variables fit this many MB (None: every analysable layer).
+            ``layers=[...]`` is never cut.
         verbose: 0 silent, 1 a line when recording starts and ends.
 
     Example:
@@ -112,6 +118,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
         maps=True,
         maps_during_training=None,
         jit_compile=False,
+        memory_budget_mb=MEMORY_BUDGET_MB,
         verbose=1,
     ):
         super().__init__()
@@ -127,6 +134,11 @@ class DeepEyesCallback(keras.callbacks.Callback):
         self.reservoir_size = check_positive_int("reservoir_size", reservoir_size)
         self.seed = check_positive_int("seed", seed, minimum=0)
         self.jit_compile = check_bool("jit_compile", jit_compile)
+        self.memory_budget_mb = (
+            None
+            if memory_budget_mb is None
+            else check_positive_int("memory_budget_mb", memory_budget_mb)
+        )
         self.maps = check_bool("maps", maps)
         self.maps_during_training = check_bool(
             "maps_during_training", maps_during_training, allow_none=True
@@ -169,9 +181,8 @@ class DeepEyesCallback(keras.callbacks.Callback):
         self._layers, skipped = resolve_layers(model, self.layers)
         if skipped:
             warnings.warn(
-                f"DeepEyes cannot analyse layer(s) {skipped} yet (recurrent, transposed and 3-D "
-                "convolutions: the paper defines no instance for them; supported: Conv1D/2D, "
-                "Depthwise and Separable Conv1D/2D, Dense); they are skipped.",
+                f"DeepEyes cannot analyse {len(skipped)} layer(s); they are skipped: "
+                f"{'; '.join(skipped)}.",
                 stacklevel=2,
             )
         self._is_writer = _is_chief(model.distribute_strategy)
@@ -196,7 +207,11 @@ class DeepEyesCallback(keras.callbacks.Callback):
             )
             self._writer = writer
             if self.verbose:
-                names = [layer.name for layer in self._layers]
+                names = (
+                    [tap.name for tap in self._recorder.taps]
+                    if self._recorder is not None
+                    else [name for name, _ in self._layers]
+                )
                 print(f"DeepEyes: recording layers {names} to {writer.run_dir}")
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -306,11 +321,29 @@ class DeepEyesCallback(keras.callbacks.Callback):
                     seed=self.seed,
                     strategy=model.distribute_strategy,
                     jit_compile=self.jit_compile,
+                    choose=self.layers is None,
+                    memory_budget_mb=self.memory_budget_mb,
                 )
+                self._warn_left_out(self._recorder)
                 if self.probe_data is not None:
-                    x, y = self.probe_data
-                    self._probe = (tf.constant(np.asarray(x)), tf.constant(np.asarray(y)))
+                    self._probe = tf.nest.map_structure(
+                        lambda a: tf.constant(np.asarray(a)), tuple(self.probe_data)
+                    )
         return self._recorder
+
+    def _warn_left_out(self, recorder: Recorder) -> None:
+        if recorder.left_out:
+            left = recorder.left_out
+            shown = ", ".join(left[:8]) + (f" and {len(left) - 8} more" if len(left) > 8 else "")
+            warnings.warn(
+                f"DeepEyes watches {len(recorder.taps)} of the {len(recorder.taps) + len(left)} "
+                f"analysable layers of this network by default (at most {MAX_DEFAULT_LAYERS}, "
+                f"within memory_budget_mb={self.memory_budget_mb}: about "
+                f"{recorder.estimated_bytes / 2**20:.0f} MB), spread over its depth: "
+                f"{', '.join(t.name for t in recorder.taps)}. Left out: {shown} (the manifest "
+                "lists them all). Pass layers=[...] to choose, or a larger memory_budget_mb.",
+                stacklevel=3,
+            )
 
     # -- snapshots -----------------------------------------------------------------------------
 
@@ -369,6 +402,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
             "snapshot_every": self.snapshot_every,
             "seed": self.seed,
             "probe_data": self.probe_data is not None,
+            "memory_budget_mb": self.memory_budget_mb,
         }
 
 

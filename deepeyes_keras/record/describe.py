@@ -25,7 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from deepeyes_keras import __version__
-from deepeyes_keras.record.recorder import LayerTap, Recorder
+from deepeyes_keras.record.recorder import Recorder
+from deepeyes_keras.record.taps import LayerTap
 from deepeyes_keras.run.layout import BETA, N_BINS, THETA, layer_key
 
 
@@ -90,8 +91,11 @@ def layer_entry(layer: keras.layers.Layer, *, analysed: bool) -> dict:
     }
 
 
-def analysed_layer_entry(tap: LayerTap, patch_shape: tuple[int, ...]) -> dict:
-    """One analysed layer: its key, shapes, output grid, descriptor size and input-space map."""
+def analysed_layer_entry(
+    tap: LayerTap, patch_shape: tuple[int, ...], input_names: list[str] | None = None
+) -> dict:
+    """One analysed layer: its key, shapes, output grid, descriptor, inputs and input-space map."""
+    names = input_names or [f"input_{i}" for i in range(max(tap.sources, default=-1) + 1)]
     return {
         "index": tap.index,
         "key": layer_key(tap.index),
@@ -103,6 +107,11 @@ def analysed_layer_entry(tap: LayerTap, patch_shape: tuple[int, ...]) -> dict:
         "output_shape": list(tap.out_shape),
         "grid": list(tap.grid),
         "descriptor_size": tap.descriptor_size,
+        "raw_descriptor_size": tap.raw_descriptor_size,
+        "descriptor_projection": "signed-hash" if tap.projected else None,
+        "inputs": [names[i] for i in tap.sources],
+        "patch_input": None if tap.patch_input is None else names[tap.patch_input],
+        "recurrent": tap.recurrent,
         "patch_shape": list(patch_shape),
         "space_map": None
         if tap.space_map is None
@@ -122,12 +131,21 @@ def model_manifest(model: keras.Model, recorder: Recorder) -> dict:
         ``model`` (name, class, input shape, labels, parameters and every layer) and
         ``analysed_layers`` (one entry per analysed layer, in recording order).
     """
-    analysed = {tap.name for tap in recorder.taps}
+    # A nested model counts as analysed when a layer inside it is.
+    analysed = {part for tap in recorder.taps for part in _prefixes(tap.name)}
     return {
         "model": {
             "name": model.name,
             "class": type(model).__name__,
             "input_shape": list(recorder.input_shape),
+            "inputs": [
+                {"name": name, "shape": list(shape), "dtype": str(dtype)}
+                for name, shape, dtype in zip(
+                    recorder.input_names, recorder.input_shapes, recorder.input_dtypes, strict=True
+                )
+            ],
+            "recorder_bytes": int(recorder.estimated_bytes),
+            "left_out_by_budget": list(recorder.left_out),
             "n_labels": recorder.n_labels,
             "parameters": int(model.count_params()),
             "layers": [
@@ -135,9 +153,16 @@ def model_manifest(model: keras.Model, recorder: Recorder) -> dict:
             ],
         },
         "analysed_layers": [
-            analysed_layer_entry(tap, recorder.patch_shape(tap)) for tap in recorder.taps
+            analysed_layer_entry(tap, recorder.patch_shape(tap), recorder.input_names)
+            for tap in recorder.taps
         ],
     }
+
+
+def _prefixes(name: str) -> list[str]:
+    """``"a/b/c"`` -> ``["a", "a/b", "a/b/c"]`` (a layer and the nested models holding it)."""
+    parts = name.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
 
 
 def model_config(model: keras.Model) -> dict:

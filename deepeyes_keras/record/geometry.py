@@ -1,10 +1,15 @@
-"""Receptive-field geometry of Keras layers, read from the model graph (no TensorFlow ops).
+"""Receptive-field geometry of Keras models, read from the model graph (no TensorFlow ops).
 
 One receptive-field instance is an output position of a layer, for one image. Its *neuronal
 receptive field* is the window of the layer's own input that the kernel reads (`layer_windows`, one
 `AxisWindow` per spatial axis); its *input-space patch* is the box of the model input that can reach
-it (`input_space_maps`, one `AxisMap` per spatial axis, found by one walk of the model's graph).
-``deepeyes_keras/record/patches.py`` cuts both out of tensors. Only ``channels_last`` is supported.
+it (`input_space_maps`, one `AxisMap` per spatial axis, found by one walk of the model's graph per
+model input). Layers inside nested models (a backbone used as a layer) are named by paths,
+``"backbone/block_1/conv"`` (`layer_paths`); a model with several inputs has one box per input the
+layer depends on (`input_space_maps_by_input`). How each layer kind changes a box is in
+``deepeyes_keras/record/geometry_layers.py`` (this module re-exports its public names) and is
+described in ``viewer_site/reference/receptive-fields.md``; ``deepeyes_keras/record/patches.py``
+cuts windows and patches out of tensors. Only ``channels_last`` is supported.
 
 Example:
     >>> maps = input_space_maps(model)            # {"conv2": (AxisMap(2, 0, 14), ...), ...}
@@ -17,250 +22,55 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import keras
 
 from deepeyes_keras.names import close_matches
-
-
-@dataclass(frozen=True)
-class AxisWindow:
-    """One spatial axis of a sliding-window layer (convolution, pooling, per-position dense).
-
-    Output position ``i`` reads the layer-input indices ``i*stride - pad_before + d*dilation`` for
-    ``d = 0..kernel-1``; indices outside ``[0, in_size)`` are padding (zeros).
-
-    Attributes:
-        kernel, stride, dilation: Kernel (or pool) size, step between outputs, step between taps.
-        pad_before, pad_after: Zeros added on each side, exactly as TensorFlow does for the padding.
-        in_size, out_size: Lengths of the layer input and output along the axis.
-    """
-
-    kernel: int
-    stride: int
-    dilation: int
-    pad_before: int
-    pad_after: int
-    in_size: int
-    out_size: int
-
-
-@dataclass(frozen=True)
-class AxisMap:
-    """Where grid position ``x`` of a tensor lies in the model input, along one spatial axis.
-
-    Position ``x`` covers the model-input indices ``[scale*x + offset, scale*x + offset + size-1]``.
-    It is a bounding box: it may reach outside the input because of padding, and not every pixel in
-    it need reach the position (holes between dilated taps, taps or positions that are pure padding,
-    corners of the union of two branches' boxes).
-
-    Attributes:
-        scale: Input pixels between consecutive positions (the cumulative stride).
-        offset: Input index where position 0 starts (negative when padding lies before).
-        size: Width of the box in input pixels.
-    """
-
-    scale: int
-    offset: int
-    size: int
-
-
-def _layers(names: str) -> tuple[type, ...]:
-    return tuple(getattr(keras.layers, name) for name in names.split())
-
-
-_CONV = _layers("Conv1D Conv2D DepthwiseConv1D DepthwiseConv2D SeparableConv1D SeparableConv2D")
-_POOL = _layers("MaxPooling1D MaxPooling2D AveragePooling1D AveragePooling2D")
-_MERGE = _layers("Add Subtract Multiply Average Maximum Minimum Concatenate")
-# Layers that act on each grid position separately (or are the identity at inference), so they keep
-# the grid of their input. Those with an `axis` are checked to act on channels only.
-_POINTWISE = _layers(
-    "InputLayer Activation ReLU LeakyReLU PReLU ELU Softmax BatchNormalization LayerNormalization "
-    "UnitNormalization Normalization Rescaling Identity Dropout SpatialDropout1D SpatialDropout2D "
-    "GaussianNoise GaussianDropout AlphaDropout ActivityRegularization"
-)
-# Plain Keras ops applied to symbolic tensors in a Functional model (`keras.ops.relu(x)`, `x + y`)
-# appear as non-Layer operations; these act elementwise, so they pass or merge grids like layers do.
-_ELEMENTWISE_OPS = frozenset(
-    "add subtract multiply divide truedivide maximum minimum power abs absolute negative square "
-    "sqrt exp log tanh sigmoid relu relu6 leakyrelu elu selu celu gelu silu swish softplus "
-    "softsign hardsigmoid hardsilu hardswish mish clip cast".split()
+from deepeyes_keras.record.geometry_layers import (
+    AxisMap,
+    AxisWindow,
+    Maps,
+    compose_maps,
+    layer_windows,
+    node_maps,
+    union_maps,
 )
 
-
-def _check_channels_last(layer: keras.layers.Layer) -> None:
-    fmt = getattr(layer, "data_format", "channels_last")
-    if fmt != "channels_last":
-        raise ValueError(
-            f"Layer '{layer.name}' ({type(layer).__name__}) uses data_format='{fmt}'. "
-            "deepeyes_keras supports only data_format='channels_last'. Build the model with "
-            "data_format='channels_last' (the Keras default) on this layer, or call "
-            "keras.config.set_image_data_format('channels_last') before creating the model."
-        )
-
-
-def _axis_window(kernel: int, stride: int, dilation: int, padding: str, in_size: int) -> AxisWindow:
-    span = (kernel - 1) * dilation + 1
-    if padding == "valid":
-        before = after = 0
-        out = (in_size - span) // stride + 1
-    else:  # 'same' and 'causal' both give ceil(in / stride) positions
-        out = -(-in_size // stride)
-        if padding == "causal":  # Keras pads the left side only, then runs a 'valid' conv
-            before, after = span - 1, 0
-        else:  # TensorFlow's 'SAME': the odd extra zero goes after
-            total = max((out - 1) * stride + span - in_size, 0)
-            before, after = total // 2, total - total // 2
-    return AxisWindow(kernel, stride, dilation, before, after, in_size, out)
+__all__ = [
+    "AxisMap",
+    "AxisWindow",
+    "Maps",
+    "input_space_maps",
+    "input_space_maps_by_input",
+    "layer_paths",
+    "layer_windows",
+]
 
 
-def layer_windows(
-    layer: keras.layers.Layer, input_shape: Sequence[int | None]
-) -> tuple[AxisWindow, ...] | None:
-    """The kernel window of a sliding-window layer, one `AxisWindow` per spatial axis.
+class _NoPath:
+    """The value of a tensor that no path of the graph joins to the model input at hand."""
 
-    Args:
-        layer: A Keras layer.
-        input_shape: The layer's full input shape with the batch axis, e.g. ``(None, 28, 28, 1)``.
-
-    Returns:
-        One window per spatial axis for Conv1D/2D (also depthwise, separable) and Max/Average
-        pooling 1D/2D. For Dense: ``()`` on a rank-2 input (the whole vector is the window), else a
-        1-wide window per middle axis (Dense acts per position). ``None`` for any other layer: it
-        has no kernel window (`input_space_maps` says how it changes the grid).
-
-    Raises:
-        ValueError: If the layer is channels_first, or a spatial input size is unknown.
-
-    Example:
-        >>> layer_windows(keras.layers.Conv2D(8, 3, strides=2), (None, 28, 28, 1))[0].out_size
-        13
-    """
-    shape = tuple(input_shape)
-    if isinstance(layer, keras.layers.Dense):
-        return tuple(_axis_window(1, 1, 1, "valid", _known(layer, s)) for s in shape[1:-1])
-    if not isinstance(layer, _CONV + _POOL):
-        return None
-    _check_channels_last(layer)
-    # Keras stores kernel_size / pool_size as one int per spatial axis.
-    if isinstance(layer, _CONV):
-        kernel, dilation = tuple(layer.kernel_size), tuple(layer.dilation_rate)
-    else:
-        kernel, dilation = tuple(layer.pool_size), (1,) * len(layer.pool_size)
-    rank = len(kernel)
-    if len(shape) != rank + 2:
-        raise ValueError(
-            f"Layer '{layer.name}' expects a rank-{rank + 2} input. Received: input_shape={shape}."
-        )
-    strides = tuple(layer.strides)
-    padding = layer.padding.lower()
-    return tuple(
-        _axis_window(k, s, d, padding, _known(layer, n))
-        for k, s, d, n in zip(kernel, strides, dilation, shape[1:-1], strict=True)
-    )
+    def __repr__(self) -> str:
+        return "NO_PATH"
 
 
-def _known(layer: keras.layers.Layer, size: int | None) -> int:
-    if size is None:
-        raise ValueError(
-            f"Layer '{layer.name}' has an input with an unknown spatial size. Receptive fields "
-            "need static spatial sizes: give the model input a fixed shape, e.g. "
-            "keras.Input((28, 28, 1))."
-        )
-    return int(size)
+_NO_PATH = _NoPath()
+# Per model input: {layer name or path: maps or _NO_PATH}, and the maps of the model's outputs.
+_Geometry = tuple[dict[str, object], list[object]]
 
 
-def _compose(outer: AxisMap, inner: AxisMap) -> AxisMap:
-    """Chains two maps: ``inner`` maps a grid into the grid that ``outer`` maps into the input."""
-    return AxisMap(
-        scale=outer.scale * inner.scale,
-        offset=outer.offset + outer.scale * inner.offset,
-        size=outer.scale * (inner.size - 1) + outer.size,
-    )
+def _is_graph_model(layer: object) -> bool:
+    """True for a built Functional or Sequential model (a graph of layers we can walk)."""
+    if not isinstance(layer, keras.Model):
+        return False
+    try:
+        return bool(layer.inputs) and bool(layer.outputs)
+    except (AttributeError, ValueError):  # subclassed models, unbuilt Sequential models
+        return False
 
 
-Maps = tuple[AxisMap, ...] | None
-
-
-def _union(maps: list[Maps]) -> Maps:
-    """The smallest box holding every input's box (merge layers); None if grids do not align."""
-    if not maps or any(m is None for m in maps) or len({len(m) for m in maps}) != 1:
-        return None
-    out = []
-    for axis in zip(*maps, strict=True):
-        if len({a.scale for a in axis}) != 1:
-            return None
-        start = min(a.offset for a in axis)
-        end = max(a.offset + a.size for a in axis)
-        out.append(AxisMap(axis[0].scale, start, end - start))
-    return tuple(out)
-
-
-def _acts_on_channels(op: object, rank: int) -> bool:
-    axis = getattr(op, "axis", -1)
-    axes = axis if isinstance(axis, list | tuple) else [axis]
-    return all(a in (-1, rank - 1) for a in axes)
-
-
-def _node_maps(op: object, node: object, in_maps: list[Maps]) -> list[Maps]:
-    """The maps of one graph node's outputs, given the maps of its tensor inputs."""
-    in_shapes = [tuple(t.shape) for t in node.input_tensors]
-    out_shapes = [tuple(t.shape) for t in node.outputs]
-    if isinstance(op, keras.Model):  # a nested model: chain its own input-to-output geometry
-        inner = _graph_maps(op)[1] if len(op.inputs) == 1 else [None] * len(out_shapes)
-        outer = in_maps[0] if len(in_maps) == 1 else None
-        return [
-            tuple(map(_compose, outer, m)) if outer and m and len(m) == len(outer) else None
-            for m in inner
-        ]
-    # A tensor without spatial axes because the model input has none (tabular): its one position
-    # is the whole sample, whatever the layer does, as long as no grid appears.
-    if in_maps and all(m == () for m in in_maps) and all(len(s) == 2 for s in out_shapes):
-        return [()] * len(out_shapes)
-    if len(out_shapes) != 1:
-        return [None] * len(out_shapes)
-    rank = len(out_shapes[0])
-    if isinstance(op, keras.layers.Layer):
-        _check_channels_last(op)
-    if isinstance(op, _CONV + _POOL + (keras.layers.Dense,)):
-        windows = layer_windows(op, in_shapes[0])
-        if in_maps[0] is None or len(windows) != len(in_maps[0]) or not windows:
-            return [None]
-        local = [AxisMap(w.stride, -w.pad_before, (w.kernel - 1) * w.dilation + 1) for w in windows]
-        return [tuple(map(_compose, in_maps[0], local))]
-    if isinstance(op, keras.layers.ZeroPadding1D | keras.layers.ZeroPadding2D):
-        pads = [op.padding] if isinstance(op, keras.layers.ZeroPadding1D) else op.padding
-        return [_shift(in_maps[0], [-p[0] for p in pads])]
-    if isinstance(op, keras.layers.Cropping1D | keras.layers.Cropping2D):
-        crops = [op.cropping] if isinstance(op, keras.layers.Cropping1D) else op.cropping
-        return [_shift(in_maps[0], [c[0] for c in crops])]
-    if isinstance(op, _MERGE):
-        if isinstance(op, keras.layers.Concatenate) and not _acts_on_channels(op, rank):
-            return [None]
-        return [_union(in_maps)]
-    if isinstance(op, _POINTWISE) and _acts_on_channels(op, rank):
-        return [in_maps[0]] if len(in_maps) == 1 else [None]
-    module = type(op).__module__
-    if (
-        module.startswith(("keras.src.ops", "keras.src.activations"))
-        and type(op).__name__.lower() in _ELEMENTWISE_OPS
-    ):
-        # Broadcast operands without the full grid (e.g. a per-channel gate) have map None.
-        return [_union(in_maps)]
-    return [None]  # the grid is lost or unknown: the position depends on the whole input
-
-
-def _shift(maps: Maps, shifts: list[int]) -> Maps:
-    if maps is None or len(maps) != len(shifts):
-        return None
-    return tuple(
-        AxisMap(m.scale, m.offset + m.scale * s, m.size) for m, s in zip(maps, shifts, strict=True)
-    )
-
-
-def _graph_maps(model: keras.Model) -> tuple[dict[str, Maps], list[Maps]]:
-    """Walks a model's graph once: maps of each layer's output (first node) and of the outputs."""
+def _graph(model: keras.Model) -> tuple[list, list]:
+    """The model's symbolic inputs and outputs, or a ValueError saying how to get them."""
     if not model.built:
         raise ValueError(
             f"Model '{model.name}' is not built yet. Build it first: add keras.Input(shape) as its "
@@ -273,14 +83,54 @@ def _graph_maps(model: keras.Model) -> tuple[dict[str, Maps], list[Maps]]:
             f"Model '{model.name}' has no symbolic inputs ({error}). Only Sequential and "
             "Functional models are supported; build them with keras.Input(shape) or model.build()."
         ) from error
-    if len(inputs) != 1:
-        raise ValueError(
-            f"Model '{model.name}' has {len(inputs)} inputs; receptive fields are supported only "
-            "for single-input models."
+    return inputs, outputs
+
+
+def _identity(tensor: object) -> Maps:
+    """The maps of a model input relative to itself: each position is its own pixel."""
+    return (AxisMap(1, 0, 1),) * max(len(tensor.shape) - 2, 0)
+
+
+def _nested(outer: list[object], inner: list[object]) -> object:
+    """The maps, relative to the outer model's input, of a tensor of a nested model.
+
+    Args:
+        outer: Maps of the tensors fed to the nested model's inputs (at its first node).
+        inner: Maps of the tensor relative to each of the nested model's inputs.
+    """
+    if len(outer) != len(inner):  # a call that does not match the nested model's inputs
+        return _NO_PATH if all(m is _NO_PATH for m in outer) else None
+    found = [
+        compose_maps(o, i)
+        for o, i in zip(outer, inner, strict=True)
+        if o is not _NO_PATH and i is not _NO_PATH
+    ]
+    return union_maps(found) if found else _NO_PATH
+
+
+def _static(model: keras.Model, shapes: tuple[tuple, ...]) -> keras.Model:
+    """The nested model itself, or, when its inputs have spatial sizes unknown to it that the call
+    fixes (a backbone built with ``input_shape=None``), a clone built on the call's shapes: the
+    geometry needs static sizes and the clone's layers have the same names and configuration."""
+    if [s[1:] for s in shapes] == [tuple(t.shape)[1:] for t in model.inputs]:
+        return model
+    try:
+        inputs = [keras.Input(shape[1:]) for shape in shapes]
+        return keras.models.clone_model(
+            model, input_tensors=inputs[0] if len(inputs) == 1 else inputs
         )
-    spatial = len(inputs[0].shape) - 2
-    tensor_maps: dict[int, Maps] = {id(inputs[0]): (AxisMap(1, 0, 1),) * spatial}
-    first_node: dict[str, tuple[int, Maps]] = {}
+    except Exception:  # a layer that cannot be cloned: its sizes stay unknown (a clear error)
+        return model
+
+
+def _walk(model: keras.Model, seed: int, cache: dict) -> _Geometry:
+    """One walk of a model's graph: the maps of each layer (at its first node) and of each nested
+    layer path, relative to input number ``seed`` (other inputs start with no path)."""
+    inputs, outputs = _graph(model)
+    tensor_maps: dict[int, object] = {
+        id(t): _identity(t) if i == seed else _NO_PATH for i, t in enumerate(inputs)
+    }
+    first: dict[str, tuple[int, object, object, list[object], tuple]] = {}
     # Iterative post-order walk from the outputs (deep models would overflow Python's recursion).
     stack = [(t, False) for t in reversed(outputs)]
     while stack:
@@ -295,17 +145,104 @@ def _graph_maps(model: keras.Model) -> tuple[dict[str, Maps], list[Maps]]:
             stack.extend((t, False) for t in missing)
             continue
         if missing:  # a tensor not connected to the model input
-            raise ValueError(f"Model '{model.name}' has a graph not connected to its input.")
-        maps = _node_maps(op, node, [tensor_maps[id(t)] for t in node.input_tensors])
+            raise ValueError(f"Model '{model.name}' has a graph not connected to its inputs.")
+        ins = [tensor_maps[id(t)] for t in node.input_tensors]
+        shapes = tuple(tuple(t.shape) for t in node.input_tensors)
+        if _is_graph_model(op):  # a nested model: chain its own input-to-output geometry
+            inner = _model_geometry(op, cache, shapes)
+            maps = [_nested(ins, [g[1][k] for g in inner]) for k in range(len(node.outputs))]
+        else:
+            used = [(s, m) for s, m in zip(shapes, ins, strict=True) if m is not _NO_PATH]
+            out_shapes = [tuple(t.shape) for t in node.outputs]
+            if used:
+                maps = node_maps(op, [s for s, _ in used], out_shapes, [m for _, m in used])
+            else:  # nothing here depends on this input
+                maps = [_NO_PATH] * len(out_shapes)
         for out, m in zip(node.outputs, maps, strict=True):
             tensor_maps[id(out)] = m
         # Plain ops (keras.ops.relu) are not layers: they carry maps but are not reported.
         if isinstance(op, keras.layers.Layer):
-            if node_index < first_node.get(op.name, (math.inf,))[0]:
-                first_node[op.name] = (node_index, maps[0])
-    first_node.setdefault(inputs[0]._keras_history[0].name, (0, tensor_maps[id(inputs[0])]))
-    layer_maps = {name: m for name, (_, m) in first_node.items()}
-    return layer_maps, [tensor_maps[id(t)] for t in outputs]
+            if node_index < first.get(op.name, (math.inf,))[0]:
+                first[op.name] = (node_index, op, maps[0], ins, shapes)
+    paths: dict[str, object] = {name: m for name, (_, _, m, _, _) in first.items()}
+    for t in inputs:
+        paths.setdefault(t._keras_history[0].name, tensor_maps[id(t)])
+    for name, (_, op, _, ins, shapes) in first.items():
+        if _is_graph_model(op):
+            inner = _model_geometry(op, cache, shapes)
+            for path, _ in layer_paths(op):
+                paths[f"{name}/{path}"] = _nested(ins, [g[0].get(path) for g in inner])
+    return paths, [tensor_maps[id(t)] for t in outputs]
+
+
+def _model_geometry(
+    model: keras.Model, cache: dict, shapes: tuple | None = None
+) -> list[_Geometry]:
+    """The geometry relative to each of the model's inputs, computed once per model (and per
+    input shapes, for a nested model called on shapes more specific than its own)."""
+    key = (id(model), shapes)
+    if key not in cache:
+        graph = model if shapes is None else _static(model, shapes)
+        inputs, _ = _graph(graph)
+        # The graph is kept with its geometry: the ids of its nested models stay unique.
+        cache[key] = graph, [_walk(graph, seed, cache) for seed in range(len(inputs))]
+    return cache[key][1]
+
+
+def layer_paths(model: keras.Model) -> list[tuple[str, keras.layers.Layer]]:
+    """Every layer of the model at any depth of nesting, named by its path.
+
+    A layer of a Functional or Sequential model used as a layer (a backbone) is named
+    ``"<nested model>/<layer>"``, recursively (``"outer_block/inner_block/conv"``). The order is
+    depth first in the order of ``model.layers``: a nested model's own entry comes before the
+    entries of its layers. InputLayers are left out at every depth. Subclassed models are one
+    entry (their graph cannot be read).
+
+    Args:
+        model: A Keras model.
+
+    Returns:
+        ``[(path name, layer), ...]``; the names are those `input_space_maps` accepts.
+
+    Example:
+        >>> [p for p, _ in layer_paths(keras.Sequential([backbone, keras.layers.Dense(3)]))][:3]
+        ['backbone', 'backbone/conv1', 'backbone/bn1']
+    """
+    found: list[tuple[str, keras.layers.Layer]] = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        found.append((layer.name, layer))
+        if _is_graph_model(layer):
+            found.extend((f"{layer.name}/{path}", inner) for path, inner in layer_paths(layer))
+    return found
+
+
+def _names(model: keras.Model, known: dict[str, object], layer_names: Sequence[str] | None):
+    """The requested names (the default list when None), checked against the known ones."""
+    if layer_names is None:
+        names = []
+        for layer in model.layers:
+            names.append(layer.name)
+            if _is_graph_model(layer):
+                names += [f"{layer.name}/{path}" for path, _ in layer_paths(layer)]
+        return names
+    unknown = [name for name in layer_names if name not in known]
+    if unknown:
+        hints = {n: close_matches(n, known) for n in unknown}
+        shown = list(known)[:30]
+        more = f" ... ({len(known)} in all, see layer_paths(model))" if len(known) > 30 else ""
+        raise ValueError(
+            f"Unknown layer names {unknown} for model '{model.name}'. Close matches: {hints}. "
+            f"Layers inside nested models are named by path, e.g. 'backbone/conv1'. "
+            f"Available layers: {shown}{more}."
+        )
+    return list(layer_names)
+
+
+def _check_names_type(layer_names: object) -> None:
+    if isinstance(layer_names, str):
+        raise TypeError(f"layer_names must be a list of names. Received: {layer_names!r}.")
 
 
 def input_space_maps(
@@ -318,41 +255,86 @@ def input_space_maps(
         * ``()`` when the tensor has no spatial axes because the model input has none (a rank-2,
           tabular input): each sample is one position and its patch is the whole sample;
         * ``None`` when the grid is lost (Flatten, global pooling, Reshape, Dense after Flatten,
-          unknown layers): every output depends on the whole input image.
+          UpSampling by a factor that does not divide the incoming scale, unknown layers): every
+          output depends on the whole input image.
 
     Sliding-window layers compose (``scale *= stride``, ``offset -= scale*pad_before``,
     ``size += scale*(kernel-1)*dilation``); zero padding and cropping shift offsets; pointwise
     layers (activations, normalisation over channels, dropout) keep the grid; merge layers take the
-    box holding all their inputs' boxes. A layer used at several nodes is described at its first.
+    box holding all their inputs' boxes; UpSampling divides the scale. A layer used at several
+    nodes is described at its first. A layer inside a nested model (a Functional or Sequential
+    model used as a layer) is named by its path, ``"backbone/conv1"`` (see `layer_paths`); its box
+    is its box in the nested model chained with the box of the tensor fed to the nested model
+    (at the nested model's first call).
 
     Args:
-        model: A built Sequential or Functional model with a single input.
-        layer_names: Names of the layers to describe; all layers when None.
+        model: A built Sequential or Functional model with a single input (for several inputs,
+            see `input_space_maps_by_input`).
+        layer_names: Names or paths of the layers to describe. None: every layer of
+            ``model.layers`` and, after each nested model, all its paths (depth first).
 
     Returns:
         ``{layer name: maps}`` in the order of ``model.layers`` (or of ``layer_names``).
 
     Raises:
-        ValueError: If the model is unbuilt or multi-input, a name is unknown, or a layer is
-            channels_first.
+        ValueError: If the model is unbuilt or has several inputs, a name is unknown, or a layer
+            is channels_first.
         TypeError: If ``layer_names`` is a single string.
 
     Example:
         >>> input_space_maps(lenet)["conv2"]
         (AxisMap(scale=2, offset=0, size=14), AxisMap(scale=2, offset=0, size=14))
     """
-    if isinstance(layer_names, str):
-        raise TypeError(f"layer_names must be a list of names. Received: {layer_names!r}.")
-    layer_maps, _ = _graph_maps(model)
-    names = [layer.name for layer in model.layers]
-    if layer_names is None:
-        return {name: layer_maps.get(name) for name in names}
-    known = list(layer_maps)
-    unknown = [name for name in layer_names if name not in layer_maps]
-    if unknown:
-        hints = {n: close_matches(n, known) for n in unknown}
+    _check_names_type(layer_names)
+    inputs, _ = _graph(model)
+    if len(inputs) != 1:
         raise ValueError(
-            f"Unknown layer names {unknown} for model '{model.name}'. Close matches: {hints}. "
-            f"Available layers: {known}."
+            f"Model '{model.name}' has {len(inputs)} inputs; input_space_maps describes "
+            "single-input models only. Call input_space_maps_by_input(model) for each layer's "
+            "boxes relative to each input it depends on."
         )
-    return {name: layer_maps[name] for name in layer_names}
+    paths, _ = _model_geometry(model, {})[0]
+    maps = {name: paths.get(name) for name in _names(model, paths, layer_names)}
+    return {name: None if m is _NO_PATH else m for name, m in maps.items()}
+
+
+def input_space_maps_by_input(
+    model: keras.Model, layer_names: Sequence[str] | None = None
+) -> dict[str, dict[int, tuple[AxisMap, ...] | None]]:
+    """Each layer's input-space boxes relative to each model input its output depends on.
+
+    For a model with several inputs (an image and a tabular vector, two images), the box of a
+    layer's output position is given separately for each input, as `input_space_maps` gives it
+    for one: a tuple of `AxisMap` when the input's grid reaches the layer, ``()`` for a rank-2
+    (tabular) input that reaches it without gaining a grid, None when the input reaches it only
+    through a grid-losing path (it then depends on the whole of that input). An input with no
+    path to the layer is absent from its dict. A merge joining two inputs' branches gives each
+    input the box of its own branch.
+
+    Args:
+        model: A built Sequential or Functional model (any number of inputs).
+        layer_names: Names or paths of the layers, as for `input_space_maps`.
+
+    Returns:
+        ``{layer name: {input position in model.inputs: maps}}``. For a single-input model this is
+        ``{name: {0: input_space_maps(model)[name]}}`` for each layer that depends on the input.
+
+    Raises:
+        ValueError: If the model is unbuilt, a name is unknown, or a layer is channels_first.
+        TypeError: If ``layer_names`` is a single string.
+
+    Example:
+        >>> input_space_maps_by_input(image_and_table)["conv1"]
+        {0: (AxisMap(scale=1, offset=0, size=3), AxisMap(scale=1, offset=0, size=3))}
+        >>> input_space_maps_by_input(image_and_table)["head"]
+        {0: None, 1: ()}
+    """
+    _check_names_type(layer_names)
+    geometry = _model_geometry(model, {})
+    names = _names(model, geometry[0][0], layer_names)
+    return {
+        name: {
+            k: m for k, (paths, _) in enumerate(geometry) if (m := paths.get(name)) is not _NO_PATH
+        }
+        for name in names
+    }

@@ -1,13 +1,15 @@
 """Recording the analysed layers while the model trains.
 
-A :class:`LayerTap` holds the static facts of one analysed layer (the layers are chosen by
-``deepeyes_keras/record/selection.py``). :class:`Recorder` owns one cached sub-model that taps
-the input and output of every analysed layer, and the statistics and reservoir of each layer.
-:meth:`Recorder.capture` is the handful of graph ops added to the model's ``train_step`` (count the
-step, keep a few random images of the batch); :meth:`Recorder.measure`, a separate compiled
-function run on sampled steps, runs the tap model on them, samples receptive-field positions,
-updates the statistics and offers the instances to the reservoir. :meth:`Recorder.read` copies the
-state to NumPy for a snapshot (``deepeyes_keras/record/snapshot.py``).
+The analysed layers are chosen by ``deepeyes_keras/record/selection.py`` and described by
+:class:`~deepeyes_keras.record.taps.LayerTap` (``deepeyes_keras/record/taps.py``, which also
+builds the tap model). :class:`Recorder` owns one cached sub-model that taps the input and output
+of every analysed layer (also inside nested models), and the statistics and reservoir of each
+layer. :meth:`Recorder.capture` is the handful of graph ops added to the model's ``train_step``
+(count the step, keep a few random samples of the batch, every model input of them);
+:meth:`Recorder.measure`, a separate compiled function run on sampled steps, runs the tap model on
+them, samples receptive-field positions, updates the statistics and offers the instances to the
+reservoir. :meth:`Recorder.read` copies the state to NumPy for a snapshot
+(``deepeyes_keras/record/snapshot.py``).
 
 Example:
     >>> layers, skipped = resolve_layers(model, ["conv1", "fc1"])   # doctest: +SKIP
@@ -23,10 +25,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from deepeyes_keras.record.geometry import input_space_maps, layer_windows
-from deepeyes_keras.record.patches import clipped_sizes, extract_input_patches, extract_windows
+from deepeyes_keras.record.budget import MEMORY_BUDGET_MB, choose_within_budget, recorder_bytes
+from deepeyes_keras.record.geometry import input_space_maps_by_input
+from deepeyes_keras.record.patches import extract_input_patches, extract_windows
 from deepeyes_keras.record.reservoir import Reservoir
 from deepeyes_keras.record.statistics import LayerStatistics
+from deepeyes_keras.record.taps import LayerTap, shrink_patches, tap_model, tap_tensors
+
+_FLOAT16_MAX = 65504.0
 
 
 def labels_from_targets(y, n_labels: int) -> tf.Tensor:
@@ -44,66 +50,22 @@ def labels_from_targets(y, n_labels: int) -> tf.Tensor:
     return tf.where((labels >= 0) & (labels < n_labels), labels, -1)
 
 
-class LayerTap:
-    """Static facts about one analysed layer, computed once from the built model.
-
-    Attributes:
-        index: position among the analysed layers (its run-directory key is ``L<index>``).
-        layer, name: the Keras layer and its name.
-        in_shape, out_shape: the layer's input and output shapes, batch axis first.
-        windows: its kernel window per spatial axis (``layer_windows``).
-        grid: output positions per spatial axis; ``()`` for a dense layer.
-        n_filters: channels (conv) or units (dense).
-        descriptor_size: values in one neuronal receptive field.
-        space_map: the input-space box per spatial axis (``input_space_maps``); None or ``()``
-            when the patch is the whole input.
-    """
-
-    def __init__(self, index: int, layer, space_map):
-        self.index = index
-        self.layer = layer
-        self.name = layer.name
-        in_shape = tuple(layer.input.shape)
-        out_shape = tuple(layer.output.shape)
-        if any(s is None for s in in_shape[1:] + out_shape[1:]):
-            raise ValueError(
-                f"Layer {layer.name!r} has an unknown dimension (input {in_shape}, output "
-                f"{out_shape}); DeepEyes needs static shapes. Give keras.Input a full shape."
-            )
-        self.in_shape = in_shape
-        self.out_shape = out_shape
-        self.windows = layer_windows(layer, in_shape)
-        self.grid = tuple(int(s) for s in out_shape[1:-1])
-        self.n_filters = int(out_shape[-1])
-        self.descriptor_size = (
-            int(np.prod(in_shape[1:]))
-            if not self.grid
-            else (int(np.prod([w.kernel for w in self.windows])) * int(in_shape[-1]))
-        )
-        self.space_map = space_map  # None: the whole input is the patch
-
-    @property
-    def kind(self) -> str:
-        """``"dense"``, ``"conv2d"`` or ``"conv1d"``."""
-        if isinstance(self.layer, keras.layers.Dense):
-            return "dense"
-        return "conv2d" if len(self.grid) == 2 else "conv1d"
-
-
 class Recorder:
-    """Capture in the train step, and a compiled measurement of the captured images.
+    """Capture in the train step, and a compiled measurement of the captured samples.
 
-    The train step only *captures*: it counts the step and copies a few random images of the
-    batch (and their labels) into variables (:meth:`capture`, a handful of cheap ops). On sampled
-    steps the callback calls :meth:`measure`, a separate ``tf.function`` that runs the cached tap
-    model on the captured images with the weights of that step, samples receptive-field
-    positions, updates the statistics and offers the instances to the reservoir. Keeping the
-    measurement out of the train step keeps unsampled steps as fast as plain training.
+    The train step only *captures*: it counts the step and copies a few random samples of the
+    batch (every model input, and their labels) into variables (:meth:`capture`, a handful of
+    cheap ops). On sampled steps the callback calls :meth:`measure`, a separate ``tf.function``
+    that runs the cached tap model on the captured samples with the weights of that step, samples
+    receptive-field positions, updates the statistics and offers the instances to the reservoir.
+    Keeping the measurement out of the train step keeps unsampled steps as fast as plain training.
 
     Args:
-        model: the built model being trained.
-        layers: the analysed layers (from :func:`deepeyes_keras.record.selection.resolve_layers`).
-        images_per_step: images of the batch captured per step (chosen at random).
+        model: the built model being trained (one or several inputs).
+        layers: the analysed layers as ``(name, layer)`` pairs (from
+            :func:`deepeyes_keras.record.selection.resolve_layers`); ``outer/inner`` names reach
+            layers inside nested models.
+        images_per_step: samples of the batch captured per step (chosen at random).
         positions_per_image: random positions sampled per image in conv layers (with replacement).
         reservoir_size: instances kept per layer for the maps.
         n_labels: number of classes.
@@ -112,6 +74,15 @@ class Recorder:
             replica and the first replica's copy is measured; everything else lives outside the
             replicas.
         jit_compile: compile :meth:`measure` with XLA.
+        choose: True when the layers are the default choice: keep those that fit
+            ``memory_budget_mb`` (``deepeyes_keras/record/budget.py``); the rest are listed in
+            ``left_out``.
+        memory_budget_mb: the bound of the default choice (None: none).
+
+    Attributes:
+        taps: the analysed layers (``LayerTap``), indexed in recording order.
+        left_out: names of default layers left out by the budget.
+        estimated_bytes: the recorder's variables, in bytes (``budget.recorder_bytes``).
     """
 
     def __init__(
@@ -126,24 +97,45 @@ class Recorder:
         seed,
         strategy=None,
         jit_compile=False,
+        choose=False,
+        memory_budget_mb=MEMORY_BUDGET_MB,
     ):
-        if len(model.inputs) != 1:
-            raise ValueError(
-                f"DeepEyesCallback supports models with one input; model {model.name!r} has "
-                f"{len(model.inputs)}. Analyse a single-input sub-network instead."
-            )
         self.images_per_step = int(images_per_step)
         self.positions_per_image = int(positions_per_image)
         self.n_labels = int(n_labels)
         self.seed = int(seed)
-        self.input_shape = tuple(int(s) for s in model.inputs[0].shape[1:])
-        self.input_dtype = model.inputs[0].dtype
-        maps = input_space_maps(model, [layer.name for layer in layers])
-        self.taps = [LayerTap(i, layer, maps.get(layer.name)) for i, layer in enumerate(layers)]
-        outputs = []
-        for layer in layers:
-            outputs += [layer.input, layer.output]
-        self.tap_model = keras.Model(model.inputs, outputs, name="deepeyes_taps")
+        self.input_names = [str(t.name) for t in model.inputs]
+        self.input_shapes = [_static_shape(model, t) for t in model.inputs]
+        self.input_dtypes = [t.dtype for t in model.inputs]
+        self.input_shape = self.input_shapes[0]
+        layers = [
+            (layer.name, layer) if not isinstance(layer, tuple) else layer for layer in layers
+        ]
+        names = [name for name, _ in layers]
+        sources = input_space_maps_by_input(model, names)
+        pairs = tap_tensors(model, names)  # shapes where tapped: known even in a shapeless backbone
+
+        def make_tap(i, name, layer):
+            shapes = tuple(t.shape for t in pairs[name])
+            return LayerTap(i, name, layer, sources.get(name) or {}, self.input_shapes, shapes)
+
+        taps = [make_tap(i, name, layer) for i, (name, layer) in enumerate(layers)]
+        fixed = self.images_per_step * sum(4 * math.prod(s) for s in self.input_shapes)
+        left_out = []
+        if choose:
+            taps, left_out = choose_within_budget(
+                taps,
+                reservoir_size=reservoir_size,
+                n_labels=self.n_labels,
+                memory_budget_mb=memory_budget_mb,
+                fixed_bytes=fixed,
+            )
+        self.left_out = [tap.name for tap in left_out]
+        self.taps = [make_tap(i, t.name, t.layer) for i, t in enumerate(taps)]
+        self.estimated_bytes = recorder_bytes(
+            self.taps, reservoir_size=reservoir_size, n_labels=self.n_labels, fixed_bytes=fixed
+        )
+        self.tap_model = tap_model(model, self.taps, pairs)
 
         self._make_capture_variables(strategy)
         self.stats, self.reservoirs = [], []
@@ -157,11 +149,14 @@ class Recorder:
         replicated = strategy is not None and _is_distributed(strategy)
         with strategy.scope() if replicated else _no_scope():
             self.step = _capture_variable("deepeyes/step", tf.zeros([], tf.int64), replicated)
-            self.captured_x = _capture_variable(
-                "deepeyes/captured_x",
-                tf.zeros((k,) + self.input_shape, self.input_dtype),
-                replicated,
-            )
+            self.captured_x = [
+                _capture_variable(
+                    f"deepeyes/captured_x{i}", tf.zeros((k,) + shape, dtype), replicated
+                )
+                for i, (shape, dtype) in enumerate(
+                    zip(self.input_shapes, self.input_dtypes, strict=True)
+                )
+            ]
             self.captured_y = _capture_variable("deepeyes/captured_y", tf.fill([k], -1), replicated)
 
     def _make_statistics(self, tap: LayerTap) -> LayerStatistics:
@@ -182,38 +177,57 @@ class Recorder:
             lambda n, v: _state_variable(prefix + n, v),
             lambda var, idx, upd: var.scatter_nd_update(idx, upd),
             seed=self.seed * 7919 + tap.index,
+            # The snapshot stores both as float16: keeping them so here halves their memory.
+            dtypes={"descriptor": tf.float16, "patch": tf.float16},
         )
 
     def patch_shape(self, tap: LayerTap) -> tuple[int, ...]:
-        """Shape of one input-space patch of ``tap`` (the whole input's when it has no box)."""
-        if tap.space_map is None or not tap.space_map:
-            return self.input_shape
-        return clipped_sizes(tap.space_map, self.input_shape[:-1]) + (self.input_shape[-1],)
+        """Shape of one stored input-space patch of ``tap`` (``(0,)`` when it has none)."""
+        return tap.patch_shape() or (0,)
+
+    def _model_inputs(self, x) -> list:
+        """The batch's tensor for each model input, in the order of ``model.inputs``."""
+        if isinstance(x, dict):
+            missing = [n for n in self.input_names if n not in x]
+            if missing:
+                raise ValueError(
+                    f"DeepEyes: the batch's inputs {sorted(x)} lack the model inputs {missing}; "
+                    "name the dict keys after the model's keras.Input(name=...)."
+                )
+            return [x[n] for n in self.input_names]
+        flat = tf.nest.flatten(x)
+        if len(flat) != len(self.input_names):
+            raise ValueError(
+                f"DeepEyes: the batch holds {len(flat)} input tensors but the model has "
+                f"{len(self.input_names)} inputs {self.input_names}."
+            )
+        return flat
 
     def capture(self, data) -> None:
-        """Graph ops appended to the train step: count the step, keep k random images."""
+        """Graph ops appended to the train step: count the step, keep k random samples."""
         step = self.step.read_value() + 1
         self.step.assign(step)
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        x = tf.nest.flatten(x)[0]
-        batch = tf.shape(x)[0]
+        xs = [tf.convert_to_tensor(v) for v in self._model_inputs(x)]
+        batch = tf.shape(xs[0])[0]
         k = self.images_per_step
         seed = tf.stack([tf.constant(self.seed, tf.int64), step])
-        # Random images of the batch; a batch smaller than k repeats images (static shapes).
+        # Random samples of the batch; a batch smaller than k repeats samples (static shapes).
         order = tf.argsort(tf.random.stateless_uniform([batch], seed=seed))
         pick = tf.gather(order, tf.math.floormod(tf.range(k), batch))
-        self.captured_x.assign(tf.cast(tf.gather(x, pick), self.input_dtype))
+        for variable, value in zip(self.captured_x, xs, strict=True):
+            variable.assign(tf.cast(tf.gather(value, pick), variable.dtype))
         labels = labels_from_targets(y, self.n_labels)
         self.captured_y.assign(tf.fill([k], -1) if labels is None else tf.gather(labels, pick))
 
     def _measure(self) -> None:
-        """Measures the captured images with the current weights (a compiled function)."""
+        """Measures the captured samples with the current weights (a compiled function)."""
         step = tf.convert_to_tensor(self.step)
-        xs = tf.convert_to_tensor(self.captured_x)
+        xs = [tf.convert_to_tensor(v) for v in self.captured_x]
         ys = tf.convert_to_tensor(self.captured_y)
         k = self.images_per_step
         image_ids = (step - 1) * k + tf.range(k, dtype=tf.int64)
-        tapped = self.tap_model(xs, training=False)
+        tapped = self.tap_model(xs[0] if len(xs) == 1 else xs, training=False)
         for tap, stats, reservoir in zip(self.taps, self.stats, self.reservoirs, strict=True):
             layer_in = tf.cast(tapped[2 * tap.index], tf.float32)
             layer_out = tf.cast(tapped[2 * tap.index + 1], tf.float32)
@@ -241,24 +255,35 @@ class Recorder:
         inst_labels = tf.repeat(ys, p)
         stats.update(acts, inst_labels, step, weight=weight)
 
-        descriptors = extract_windows(layer_in, tap.windows, positions)
-        if tap.space_map:
-            patches = extract_input_patches(
-                tf.cast(xs, tf.float32), tap.space_map, tap.grid, positions
-            )
-        else:
-            patches = tf.repeat(tf.cast(xs, tf.float32)[:, None], p, axis=1)
+        windows = extract_windows(tap.neuronal_input(layer_in, layer_out), tap.windows, positions)
+        descriptors = tap.project(tf.reshape(windows, [k * p, tap.raw_descriptor_size]))
         reservoir.update(
             step,
             {
                 "image": tf.repeat(image_ids, p),
                 "position": tf.reshape(positions, [-1]),
                 "label": inst_labels,
-                "descriptor": tf.reshape(descriptors, [k * p, tap.descriptor_size]),
+                "descriptor": _half(descriptors),
                 "activation": acts,
-                "patch": tf.reshape(patches, (k * p,) + self.patch_shape(tap)),
+                "patch": _half(self._patches(tap, xs, positions, k * p)),
             },
         )
+
+    def _patches(self, tap: LayerTap, xs, positions, m: int) -> tf.Tensor:
+        """The stored input-space patches of the sampled positions, ``(m, *patch_shape)``."""
+        shape = self.patch_shape(tap)
+        if tap.patch_input is None:
+            return tf.zeros((m,) + shape)
+        images = tf.cast(xs[tap.patch_input], tf.float32)
+        p = m // self.images_per_step
+        if tap.space_map:
+            patches = extract_input_patches(images, tap.space_map, tap.grid, positions)
+        else:  # the whole input
+            patches = tf.repeat(images[:, None], p, axis=1)
+        patches = tf.reshape(patches, [m, *patches.shape[2:]])
+        if len(shape) >= 2:  # an image or sequence: at most what the thumbnails draw
+            patches = shrink_patches(patches, shape[:-1])
+        return tf.reshape(patches, (m,) + shape)
 
     def read(self, written_uid: dict[int, int]) -> dict:
         """NumPy copies of the state (outside the train step).
@@ -295,6 +320,23 @@ def _is_distributed(strategy) -> bool:
     return not isinstance(strategy, type(tf.distribute.get_strategy())) or (
         strategy.num_replicas_in_sync > 1
     )
+
+
+def _half(x: tf.Tensor) -> tf.Tensor:
+    """float32 to float16 without overflow: non-finite values become 0, the rest is clipped."""
+    x = tf.where(tf.math.is_finite(x), x, tf.zeros_like(x))
+    return tf.cast(tf.clip_by_value(x, -_FLOAT16_MAX, _FLOAT16_MAX), tf.float16)
+
+
+def _static_shape(model, tensor) -> tuple[int, ...]:
+    shape = tuple(tensor.shape[1:])
+    if any(s is None for s in shape):
+        raise ValueError(
+            f"Model {model.name!r} has an input {tensor.name!r} of shape {(None, *shape)} with an "
+            "unknown dimension; DeepEyes keeps a few samples per step in fixed-size variables. "
+            "Give keras.Input a full shape (e.g. the sequence length of a text input)."
+        )
+    return tuple(int(s) for s in shape)
 
 
 class _no_scope:

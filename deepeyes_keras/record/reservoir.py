@@ -30,13 +30,22 @@ class Reservoir:
         scatter: ``(variable, indices, updates) -> None`` writing rows (differs for replicated
             variables, see ``deepeyes_keras/record/recorder.py``).
         seed: integer seed; candidates' random draws derive from (seed, step).
+        dtypes: optional dtype per array column (default float32); bulk columns the snapshot
+            stores as float16 anyway can be kept as float16 here, halving their memory.
     """
 
     def __init__(
-        self, capacity: int, shapes: dict[str, tuple[int, ...]], make_variable, scatter, seed: int
+        self,
+        capacity: int,
+        shapes: dict[str, tuple[int, ...]],
+        make_variable,
+        scatter,
+        seed: int,
+        dtypes: dict[str, tf.DType] | None = None,
     ):
         self.capacity = int(capacity)
         self.shapes = {k: tuple(int(s) for s in v) for k, v in shapes.items()}
+        self.dtypes = {k: (dtypes or {}).get(k, tf.float32) for k in self.shapes}
         self._scatter = scatter
         self._seed = int(seed)
         rows = self.capacity + 1  # + the spare row
@@ -49,7 +58,7 @@ class Reservoir:
             "label": make_variable("label", tf.fill([rows], -1)),
         }
         for name, shape in self.shapes.items():
-            self.columns[name] = make_variable(name, tf.zeros((rows,) + shape, tf.float32))
+            self.columns[name] = make_variable(name, tf.zeros((rows,) + shape, self.dtypes[name]))
 
     def update(self, step: tf.Tensor, values: dict[str, tf.Tensor]) -> None:
         """Offers m candidates sampled at ``step``.
@@ -83,7 +92,7 @@ class Reservoir:
             "label": tf.cast(values["label"], tf.int32),
         }
         for name in self.shapes:
-            updates[name] = tf.cast(values[name], tf.float32)
+            updates[name] = tf.cast(values[name], self.dtypes[name])
         for name, update in updates.items():
             self._scatter(self.columns[name], slot, update)
         self.seen.assign_add(m)

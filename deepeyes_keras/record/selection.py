@@ -2,14 +2,17 @@
 
 :func:`check_graph_model` rejects models without a symbolic graph (subclassed models), whose inner
 layers cannot be tapped. :func:`resolve_layers` turns the user's ``layers=[...]`` into the layers
-to record: by default every Conv1D, Conv2D, DepthwiseConv1D/2D, SeparableConv1D/2D and Dense
-layer; it lists every unknown name at once, with close matches, and names the requested layers it
-cannot analyse.
+to record, as ``(name, layer)`` pairs: by default every Conv1D, Conv2D, DepthwiseConv1D/2D,
+SeparableConv1D/2D, Dense and recurrent layer (LSTM, GRU, SimpleRNN, RNN, Bidirectional), also
+inside nested models (a backbone used as a layer), where a layer's name is its path
+``outer/inner``. It lists every unknown name at once, with close matches, and names the requested
+layers it cannot analyse with the reason. On big networks the recorder keeps a default choice
+within a memory budget (``deepeyes_keras/record/budget.py``).
 
 Example:
-    >>> layers, skipped = resolve_layers(model, ["conv1", "fc1"])   # doctest: +SKIP
-    >>> [layer.name for layer in layers], skipped                    # doctest: +SKIP
-    (['conv1', 'fc1'], [])
+    >>> layers, _ = resolve_layers(model, ["conv1", "backbone/block_1_expand"])  # doctest: +SKIP
+    >>> [name for name, _ in layers], _                                   # doctest: +SKIP
+    (['conv1', 'backbone/block_1_expand'], [])
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from __future__ import annotations
 import keras
 
 from deepeyes_keras.names import did_you_mean
+from deepeyes_keras.record.geometry import layer_paths
+from deepeyes_keras.record.taps import RECURRENT_TYPES
 
 # A depthwise convolution's filters are its output channels (each sees one input channel through
 # its kernel); a separable one is analysed as the layer it is (its output channels), both with the
-# window of their input as the neuronal receptive field.
+# window of their input as the neuronal receptive field. Recurrent layers: see record/taps.py.
 ANALYSABLE_TYPES = (
     keras.layers.Conv1D,
     keras.layers.Conv2D,
@@ -29,19 +34,32 @@ ANALYSABLE_TYPES = (
     keras.layers.DepthwiseConv2D,
     keras.layers.SeparableConv1D,
     keras.layers.SeparableConv2D,
+    *RECURRENT_TYPES,
 )
-# Layers a user may expect us to analyse but that we cannot (yet): named in a warning when found.
-_FILTER_LIKE_TYPES = (
-    keras.layers.RNN,
-    keras.layers.LSTM,
-    keras.layers.GRU,
-    keras.layers.SimpleRNN,
-    keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-    keras.layers.Bidirectional,
+# Layers a user may expect us to analyse but that we cannot (yet), with the reason: named in a
+# warning when found, never dropped silently.
+UNSUPPORTED_REASONS = {
+    keras.layers.Conv3D: "3-D convolutions: volumes have no thumbnails or 2-D maps yet",
+    keras.layers.Conv1DTranspose: "transposed convolutions: an output position is written by "
+    "several input windows, so it has no single neuronal receptive field",
+    keras.layers.Conv2DTranspose: "transposed convolutions: an output position is written by "
+    "several input windows, so it has no single neuronal receptive field",
+    keras.layers.Conv3DTranspose: "3-D transposed convolutions (see Conv3D and Conv2DTranspose)",
+    keras.layers.ConvLSTM1D: "convolutional recurrent layers: no definition of an instance yet",
+    keras.layers.ConvLSTM2D: "convolutional recurrent layers: no definition of an instance yet",
+}
+SUPPORTED_TEXT = (
+    "Conv1D/2D, DepthwiseConv1D/2D, SeparableConv1D/2D, Dense, and LSTM, GRU, SimpleRNN, RNN, "
+    "Bidirectional"
 )
+
+
+def unsupported_reason(layer) -> str | None:
+    """Why DeepEyes cannot analyse ``layer`` although it has filters; None for other layers."""
+    for kind, reason in UNSUPPORTED_REASONS.items():
+        if isinstance(layer, kind):
+            return f"{type(layer).__name__}: {reason}"
+    return None
 
 
 def check_graph_model(model) -> None:
@@ -66,30 +84,32 @@ def check_graph_model(model) -> None:
     )
 
 
-def resolve_layers(model, names=None) -> tuple[list, list[str]]:
+def resolve_layers(model, names=None) -> tuple[list[tuple[str, object]], list[str]]:
     """Picks the analysed layers.
 
     Args:
         model: a Sequential or Functional model (it need not be built).
-        names: layer names, or None for every analysable layer (``ANALYSABLE_TYPES``).
+        names: layer names (``outer/inner`` for a layer inside a nested model), or None for every
+            analysable layer (``ANALYSABLE_TYPES``) at any depth.
 
     Returns:
-        (layers to analyse in model order, names of requested layers that cannot be analysed).
+        (``(name, layer)`` pairs to analyse, in model order; messages naming the layers that
+        cannot be analysed, each with the reason).
 
     Raises:
         ValueError: listing every unknown name with close matches.
     """
     check_graph_model(model)
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    by_name = {layer.name: layer for layer in layers}
+    pairs = [(name, layer) for name, layer in layer_paths(model)]
+    by_name = dict(pairs)
     if names is None:
-        chosen = [layer for layer in layers if isinstance(layer, ANALYSABLE_TYPES)]
-        skipped = [layer.name for layer in layers if isinstance(layer, _FILTER_LIKE_TYPES)]
+        chosen = [(n, layer) for n, layer in pairs if isinstance(layer, ANALYSABLE_TYPES)]
+        skipped = [f"{n} ({reason})" for n, layer in pairs if (reason := unsupported_reason(layer))]
         if not chosen:
             raise ValueError(
-                "DeepEyesCallback found no Conv1D, Conv2D or Dense layer to analyse in model "
-                f"{model.name!r} (layers: {[layer.name for layer in layers]}). Pass layers=[...] "
-                "with the names of the layers to analyse."
+                f"DeepEyesCallback found no layer to analyse in model {model.name!r} (it analyses "
+                f"{SUPPORTED_TEXT}; layers: {list(by_name)}). Pass layers=[...] with the names of "
+                "the layers to analyse."
             )
         return chosen, skipped
     unknown = [n for n in names if n not in by_name]
@@ -99,15 +119,26 @@ def resolve_layers(model, names=None) -> tuple[list, list[str]]:
         ]
         raise ValueError(
             f"Invalid value for argument layers: {len(unknown)} name(s) are not layers of model "
-            f"{model.name!r}: {'; '.join(hints)}. Available layers: {list(by_name)}."
+            f"{model.name!r}: {'; '.join(hints)}. Layers inside a nested model are named "
+            f"'<nested model>/<layer>'. Available layers: {list(by_name)}."
         )
     wanted = set(names)
-    chosen = [layer for layer in layers if layer.name in wanted]
-    skipped = [layer.name for layer in chosen if not isinstance(layer, ANALYSABLE_TYPES)]
-    chosen = [layer for layer in chosen if isinstance(layer, ANALYSABLE_TYPES)]
+    requested = [(n, layer) for n, layer in pairs if n in wanted]
+    skipped = [
+        f"{n} ({_why_not(layer)})"
+        for n, layer in requested
+        if not isinstance(layer, ANALYSABLE_TYPES)
+    ]
+    chosen = [(n, layer) for n, layer in requested if isinstance(layer, ANALYSABLE_TYPES)]
     if not chosen:
         raise ValueError(
-            f"None of the requested layers {list(names)} can be analysed: DeepEyes analyses "
-            "Conv1D, Conv2D, DepthwiseConv1D/2D, SeparableConv1D/2D and Dense layers."
+            f"None of the requested layers {list(names)} can be analysed: {'; '.join(skipped)}. "
+            f"DeepEyes analyses {SUPPORTED_TEXT} layers."
         )
     return chosen, skipped
+
+
+def _why_not(layer) -> str:
+    if isinstance(layer, keras.Model):
+        return f"a nested model: name its layers as '{layer.name}/<layer>'"
+    return unsupported_reason(layer) or f"{type(layer).__name__} has no filters to analyse"

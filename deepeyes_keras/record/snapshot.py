@@ -23,8 +23,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from deepeyes_keras.record.describe import utc_now
-from deepeyes_keras.record.recorder import LayerTap, Recorder
+from deepeyes_keras.record.recorder import Recorder
 from deepeyes_keras.record.statistics import finalize
+from deepeyes_keras.record.taps import LayerTap
 from deepeyes_keras.run.layout import layer_key
 
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
@@ -36,20 +37,19 @@ def _as_float16(a: np.ndarray) -> np.ndarray:
     return np.clip(a, -_FLOAT16_MAX, _FLOAT16_MAX).astype(np.float16)
 
 
-def input_boxes(
-    tap: LayerTap, positions: np.ndarray, input_shape: tuple[int, ...]
-) -> tuple[np.ndarray, np.ndarray]:
+def input_boxes(tap: LayerTap, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The input-space box of each sampled position of a layer.
 
     Args:
         tap: the analysed layer.
         positions: ``(n,)`` flat row-major positions in the layer's output grid.
-        input_shape: the model input's shape without the batch axis.
 
     Returns:
-        ``(start, size)``, both ``(n, spatial axes of the input)`` int64: the box's first input
-        index and its size per axis; the whole input for a layer without a space map.
+        ``(start, size)``, both ``(n, spatial axes of the input)`` int64: the box's first index
+        and its size per axis in the model input the patch comes from (``tap.patch_input``); the
+        whole input for a layer without a space map.
     """
+    input_shape = tap.patch_input_shape
     in_spatial = input_shape[:-1] if len(input_shape) > 1 else ()
     n = len(positions)
     if not tap.space_map:  # the whole input
@@ -67,22 +67,19 @@ def input_boxes(
     return (coords * scale + offset).astype(np.int64), np.tile(sizes, (n, 1)).astype(np.int64)
 
 
-def sample_columns(
-    tap: LayerTap, new: Mapping[str, np.ndarray], input_shape: tuple[int, ...]
-) -> dict[str, np.ndarray]:
+def sample_columns(tap: LayerTap, new: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The stored columns of a layer's new reservoir instances, with their input-space boxes.
 
     Args:
         tap: the analysed layer.
         new: the ``new_samples`` of the layer in :meth:`Recorder.read`'s state.
-        input_shape: the model input's shape without the batch axis.
 
     Returns:
         ``uid``, ``step``, ``image``, ``position``, ``label``, ``box_start``, ``box_size``,
         ``descriptor`` and ``patch`` (float16) and ``activation`` (float32).
     """
     positions = new["position"].astype(np.int64)
-    start, size = input_boxes(tap, positions, input_shape)
+    start, size = input_boxes(tap, positions)
     return {
         "uid": new["uid"].astype(np.int64),
         "step": new["step"].astype(np.int64),
@@ -183,13 +180,11 @@ class SnapshotAssembler:
         stats["reservoir_uids"] = layer_state["reservoir_uids"]
         return stats
 
-    def new_samples(
-        self, tap: LayerTap, new: Mapping[str, np.ndarray], input_shape: tuple[int, ...]
-    ) -> dict[str, np.ndarray]:
+    def new_samples(self, tap: LayerTap, new: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Reservoir instances not yet written (:func:`sample_columns`); they count as written."""
         if len(new["uid"]):
             self.written_uid[tap.index] = int(new["uid"].max())
-        return sample_columns(tap, new, input_shape)
+        return sample_columns(tap, new)
 
     def assemble(
         self, recorder: Recorder, state: Mapping, step: int
@@ -206,6 +201,6 @@ class SnapshotAssembler:
             stats = self.layer_statistics(tap, layer_state, step)
             for name, value in stats.items():
                 arrays[f"{key}.{name}"] = value
-            samples[key] = self.new_samples(tap, layer_state["new_samples"], recorder.input_shape)
+            samples[key] = self.new_samples(tap, layer_state["new_samples"])
             layers[tap.name] = layer_record(key, layer_state["stats"], len(stats["reservoir_uids"]))
         return arrays, samples, layers

@@ -71,6 +71,19 @@ def propose(run, *, step: int | None = None) -> Proposal:
     return proposal_from_findings(run.name, snaps[-1].findings, run.manifest)
 
 
+# Layers inside a nested model (named outer/inner) belong to a backbone the user took whole.
+_NESTED = (
+    "the layer is inside a nested model, which the redesign keeps as it is (resize_model "
+    "changes the top-level layers)"
+)
+
+
+def _not_resizable(cls: str) -> str:
+    if cls.startswith("Depthwise"):
+        return f"a {cls}'s width follows its input"
+    return f"resize_model does not change a {cls}'s width yet"
+
+
 def proposal_from_findings(run_name: str, findings: dict, manifest: dict) -> Proposal:
     """A :class:`Proposal` from one findings result (``snapshot.findings``).
 
@@ -100,14 +113,19 @@ def proposal_from_findings(run_name: str, findings: dict, manifest: dict) -> Pro
     output = list(original)[-1] if original else None
     classes = {i["name"]: i.get("class") for i in manifest.get("analysed_layers") or []}
     remove = [name for name in remove if name != output]
+    for name in [n for n in remove if "/" in n]:
+        remove.remove(name)
+        reasons[name] = f"{reasons[name]}; not applied: {_NESTED}"
     widths = {}
     for name, width in (findings.get("suggested_widths") or {}).items():
         f = layers.get(name) or {}
         why = (f.get("T4") or {}).get("text") or f"suggested width {width}"
         if name == output or name in remove or int(width) >= original.get(name, int(width) + 1):
             continue
-        if classes.get(name) and classes[name] not in RESIZABLE:
-            reasons[name] = f"{why}; not applied: a {classes[name]}'s width follows its input"
+        if "/" in name:
+            reasons[name] = f"{why}; not applied: {_NESTED}"
+        elif classes.get(name) and classes[name] not in RESIZABLE:
+            reasons[name] = f"{why}; not applied: {_not_resizable(classes[name])}"
         elif name in capacity:
             reasons[name] = f"{why}; not applied: T5 asks for more capacity there"
         elif not (f.get("T1") or {}).get("stable", False):
