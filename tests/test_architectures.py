@@ -460,3 +460,22 @@ def test_every_network_of_the_table_is_recorded_at_defaults(tmp_path, case):
     for name in run.layer_names:
         layer = run.snapshots[-1].layers[name]
         assert layer.instances > 0 and np.isfinite(layer.max_activation).all(), name
+
+
+def test_mixed_float16_and_regression_targets(tmp_path):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model, names = _mobilenet_blocks()
+        model.compile("adam", "mse")
+        rng = np.random.default_rng(0)
+        x, y = rng.random((32, 16, 16, 3)).astype("float32"), rng.random((32, 3))
+        cb = DeepEyesCallback(log_dir=str(tmp_path), run_name="mixed", maps=False, verbose=0)
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    run = load_run(cb.run_dir)
+    assert run.layer_names == names
+    for name in names:
+        samples = run.snapshots[-1].layers[name].samples
+        assert np.isfinite(samples.activation).all() and np.isfinite(samples.descriptor).all()
