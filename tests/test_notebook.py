@@ -23,11 +23,12 @@ def _outputs(cell) -> str:
 
 @pytest.mark.slow
 def test_example_notebook_runs_and_shows_the_charts(tmp_path):
-    nbformat = pytest.importorskip("nbformat")
+    import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    resources = {"metadata": {"path": str(tmp_path)}}
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources=resources).execute()
     code = [c for c in nb.cells if c.cell_type == "code"]
     live, layer, curves = _outputs(code[1]), _outputs(code[2]), _outputs(code[3])
     # The live chart was displayed with a display id and redrawn at least once.
