@@ -20,6 +20,12 @@ in the maps worker, the site builder) shares it. The layout, with the stage that
     <run>/redesign/verification.json           redesign: original vs proposal, retrained
     <run>/export/                              export: Markdown and images (default location)
 
+A published (frozen) copy of some views, small enough to commit to a wiki (``deepeyes publish``;
+:class:`PublishedLayout`), mirrors the views' names under a directory of its own::
+
+    <out>/<run>/published.json                 publish: the run's name, layers, steps, files
+    <out>/<run>/overview.vl.json, histograms.vl.json, step-00000100/L<i>.vl.json
+
 Schema history (``SCHEMA_VERSION``):
 
 - 1: findings were written into the snapshot records (``findings``, ``findings_summary``).
@@ -157,6 +163,34 @@ class RunLayout:
     def is_run(self) -> bool:
         """True when the directory holds a manifest (a run, possibly still training)."""
         return self.manifest.is_file()
+
+
+PUBLISHED_MANIFEST = "published.json"
+
+
+class PublishedLayout:
+    """The files of one run's published views under ``root`` (``<out>/<run>``)."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / PUBLISHED_MANIFEST
+
+    def view(self, name: str, step: int | None = None) -> Path:
+        """A published spec, named as in the run's ``views/`` directory."""
+        if step is None:
+            return self.root / f"{name}.vl.json"
+        return self.root / snapshot_stem(step) / f"{name}.vl.json"
+
+    def relative(self, path: Path) -> str:
+        return Path(path).relative_to(self.root).as_posix()
+
+
+def is_published_dir(path) -> bool:
+    """True if ``path`` holds one run's published views."""
+    return (Path(path) / PUBLISHED_MANIFEST).is_file()
 
 
 def is_run_dir(path) -> bool:

@@ -36,7 +36,7 @@ from deepeyes_keras.site.runs import SiteLayer, SiteRun
 log = get_plugin_logger("deepeyes")
 
 VIEWS = ("overview", "histograms", "layer")
-BLOCK_KEYS = ("run", "view", "layer", "step", "caption", "if-missing")
+BLOCK_KEYS = ("run", "view", "layer", "step", "caption", "if-missing", "publish")
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\n]*?)[ \t]*$")
 
 
@@ -170,7 +170,7 @@ def layer_embed(opts: dict, run: SiteRun, step: int | None, *, link: Link, chart
         chart_id=chart_id,
         spec_url=link(layer.views[shown]),
         caption=opts.get("caption", caption),
-        page_url=f"{link(run.uri(layer.page))}?step={shown}",
+        page_url=None if run.published else f"{link(run.uri(layer.page))}?step={shown}",
     )
 
 
@@ -192,7 +192,7 @@ def run_embed(
         spec_url=link(spec),
         snapshot=shown,
         caption=opts.get("caption", caption),
-        page_url=link(run.uri("index.md")),
+        page_url=None if run.published else link(run.uri("index.md")),
     )
 
 

@@ -51,6 +51,9 @@ class DeepEyesConfig(base.Config):
     runs = Paths(default=["deepeyes_runs"])
     """Directory (or list of directories) holding run directories, or run directories
     themselves; relative to mkdocs.yml."""
+    published = c.ListOfItems(c.Type(str), default=[])
+    """Directories of published views (``deepeyes publish``), relative to mkdocs.yml: a
+    ``deepeyes`` block whose run is absent shows the published chart."""
     run_list = c.ListOfItems(c.Type(str), default=[])
     """Specific run directories to show instead of every run under ``runs``."""
     section = c.Type(str, default="deepeyes")

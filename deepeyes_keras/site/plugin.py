@@ -41,6 +41,7 @@ from deepeyes_keras.site import blocks, generated
 from deepeyes_keras.site.bundle import vega_bundle
 from deepeyes_keras.site.config import DeepEyesConfig, section_prefix
 from deepeyes_keras.site.nav import with_runs_section
+from deepeyes_keras.site.published import load_published_runs
 from deepeyes_keras.site.runs import SiteRun, find_run_dirs, load_site_runs, resolve
 
 log = get_plugin_logger("deepeyes")
@@ -53,6 +54,7 @@ class DeepEyesPlugin(BasePlugin[DeepEyesConfig]):
 
     def __init__(self):
         self.runs: list[SiteRun] = []
+        self.published: list[SiteRun] = []
         self.section = "deepeyes"
         self._generated: dict[str, generated.GeneratedPage] = {}
         self._embeds: dict[str, blocks.Placeholders] = {}
@@ -83,6 +85,10 @@ class DeepEyesPlugin(BasePlugin[DeepEyesConfig]):
             _config_root(config), runs=self.config.runs, run_list=self.config.run_list
         )
         self.runs = load_site_runs(dirs, section=self.section)
+        root = _config_root(config)
+        self.published = load_published_runs(
+            [resolve(root, p) for p in self.config.published], section=self.section
+        )
         self._generated = generated.generated_pages(self.runs, self.section)
         for uri, page in self._generated.items():
             if files.get_file_from_path(uri) is not None:
@@ -97,7 +103,7 @@ class DeepEyesPlugin(BasePlugin[DeepEyesConfig]):
         assets = [
             (f"{section}/assets/viewer.js", ASSETS / "viewer.js"),
             (f"{section}/assets/viewer.css", ASSETS / "viewer.css"),
-            *((uri, path) for run in self.runs for uri, path in run.specs.items()),
+            *((uri, path) for run in self.runs + self.published for uri, path in run.specs.items()),
         ]
         for uri, path in assets:
             _replace(files, File.generated(config, uri, abs_src_path=str(path)))
@@ -121,7 +127,9 @@ class DeepEyesPlugin(BasePlugin[DeepEyesConfig]):
 
         def replace(body: str) -> str:
             n = len(embeds.blocks)
-            return embeds.add(blocks.embed(body, runs=self.runs, link=link, n=n, where=where))
+            # A run directory wins over a published copy of the same run (listed first).
+            runs = self.runs + self.published
+            return embeds.add(blocks.embed(body, runs=runs, link=link, n=n, where=where))
 
         return blocks.replace_blocks(markdown, replace)
 

@@ -73,6 +73,7 @@ class SiteRun:
     proposal: dict | None = None  # redesign/proposal.json (`deepeyes redesign RUN`)
     verification: dict | None = None  # redesign/verification.json (`... --verify`)
     specs: dict[str, Path] = field(default_factory=dict)  # site path -> file to copy there
+    published: bool = False  # only frozen chart specs (deepeyes publish), no pages
 
     @property
     def status(self) -> str:

@@ -1,0 +1,160 @@
+"""Publishing (freezing) views of a run: small self-contained chart specs a wiki can hold.
+
+A run directory is 30-200 MB; no team commits that to its wiki. :func:`publish` writes, for the
+chosen layers and snapshots, the viewer's own chart specs with only the data those views need,
+thumbnails included, into ``<out>/<run>/`` (:class:`deepeyes_keras.run.layout.PublishedLayout`):
+the training curves, the perplexity histograms and each chosen layer's linked view, with a
+``published.json`` that says what is there. A layer view keeps every point of its input map when
+it fits ``LAYER_BUDGET`` bytes; otherwise the largest seeded subset of the points that fits (the
+view's title and ``published.json`` say how many of how many). The site plugin's ``published``
+option makes ``deepeyes`` fenced blocks use these files when the run itself is absent
+(``viewer_site/guide/embedding.md``).
+
+Example:
+    >>> publish("deepeyes_runs/lenet", "docs/published", layers=["conv1"], steps=[300])
+    ... # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from deepeyes_keras import charts
+from deepeyes_keras.derive import views
+from deepeyes_keras.derive.thumbnails import ThumbnailCache
+from deepeyes_keras.run.layout import PublishedLayout, read_json, write_bytes, write_json
+from deepeyes_keras.run.reader import load_run
+
+LAYER_BUDGET = 1_000_000
+"""Bytes of one published layer view at most (a layer's view in the run can be 4 MB)."""
+MIN_POINTS = 100
+
+
+def _encode(spec: dict) -> bytes:
+    return charts.spec_json(spec).encode("utf-8")
+
+
+def _nearest(steps: list[int], step: int) -> int:
+    return min(steps, key=lambda s: (abs(s - step), s))
+
+
+def layer_view_within(snapshot, name: str, budget: int, cache: ThumbnailCache):
+    """The layer view with as many input-map points as fit ``budget`` bytes.
+
+    Returns:
+        ``(spec bytes, points shown, points in the map)``, or None while the maps are missing.
+    """
+    maps = snapshot.layers[name].maps
+    if maps is None:
+        return None
+    total = len(maps["uid"])
+    points = total
+    while True:
+        spec = views.layer_view(snapshot, name, cache=cache, max_points=points)
+        if points < total:
+            spec["title"] = _title_with(spec.get("title"), points, total)
+        data = _encode(spec)
+        if len(data) <= budget or points <= MIN_POINTS:
+            return data, points, total
+        # Size grows about linearly with the points: aim a little under the budget.
+        points = max(MIN_POINTS, int(points * budget / len(data) * 0.95))
+
+
+def _title_with(title, points: int, total: int):
+    note = f" (published: {points:,} of {total:,} points)"
+    if isinstance(title, dict) and isinstance(title.get("text"), str):
+        return dict(title, text=title["text"] + note)
+    if isinstance(title, str):
+        return title + note
+    return title
+
+
+def publish(
+    run_dir,
+    out_dir,
+    *,
+    layers: list[str] | None = None,
+    steps: list[int] | None = None,
+    budget: int = LAYER_BUDGET,
+    progress=None,
+) -> Path:
+    """Writes the published views of a run; returns its ``published.json``.
+
+    Args:
+        run_dir: the run directory (its maps must be computed: ``deepeyes maps RUN``).
+        out_dir: where published runs live; this run goes to ``out_dir/<run directory name>``.
+            Publishing again adds to what is there (a view published before is rewritten).
+        layers: analysed layer names (default: every analysed layer).
+        steps: snapshot steps (the nearest snapshot of each; default: the last snapshot).
+        budget: bytes per layer view at most.
+        progress: optional callable taking a message per file written.
+
+    Raises:
+        ValueError: an unknown layer (with the layers there are), no snapshot, or no maps.
+    """
+    run = load_run(run_dir)
+    if not run.snapshots:
+        raise ValueError(f"Run {run.name!r} has no snapshot to publish.")
+    names = list(layers or run.layer_names)
+    unknown = [n for n in names if n not in run.layer_names]
+    if unknown:
+        raise ValueError(
+            f"Run {run.name!r} has no analysed layer(s) {unknown}; its layers: {run.layer_names}."
+        )
+    by_step = {s.step: s for s in run.snapshots}
+    chosen = sorted({_nearest(list(by_step), int(s)) for s in (steps or [run.snapshots[-1].step])})
+    layout = PublishedLayout(Path(out_dir) / run.path.name)
+    old = read_json(layout.manifest) if layout.manifest.is_file() else {}
+    say = progress or (lambda _m: None)
+    entry = {
+        "format": "deepeyes-published",
+        "run_name": run.name,
+        "model": run.manifest.get("model", {}).get("name"),
+        "layers": [
+            {k: info.get(k) for k in ("name", "key", "kind", "n_filters")}
+            for info in run.manifest["analysed_layers"]
+        ],
+        "steps": [s.step for s in run.snapshots],
+        "views": dict(old.get("views") or {}),
+    }
+    for name, spec in (("overview", views.overview(run)), ("histograms", views.histograms(run))):
+        path = write_bytes(layout.view(name), _encode(spec))
+        entry["views"][name] = {"file": layout.relative(path), "bytes": path.stat().st_size}
+        say(f"wrote {path}")
+    cache = ThumbnailCache()
+    keys = {info["name"]: info["key"] for info in run.manifest["analysed_layers"]}
+    missing = []
+    for step in chosen:
+        for name in names:
+            made = layer_view_within(by_step[step], name, budget, cache)
+            if made is None:
+                missing.append(f"{name} at step {step}")
+                continue
+            data, points, total = made
+            path = write_bytes(layout.view(keys[name], step), data)
+            entry["views"][f"{keys[name]}@{step}"] = {
+                "file": layout.relative(path),
+                "layer": name,
+                "step": step,
+                "points": points,
+                "of": total,
+                "bytes": len(data),
+            }
+            say(f"wrote {path} ({len(data) / 1e6:.2f} MB, {points} of {total} points)")
+    if missing and len(missing) == len(chosen) * len(names):
+        raise ValueError(
+            f"No maps to publish for {missing}: run `deepeyes maps {run.path}` first."
+        )
+    write_json(layout.manifest, entry)
+    say(f"wrote {layout.manifest}" + (f"; no maps yet for {missing}" if missing else ""))
+    return layout.manifest
+
+
+def published_size(manifest_path) -> int:
+    """Bytes of every file a ``published.json`` lists (the manifest included)."""
+    path = Path(manifest_path)
+    entry = json.loads(path.read_text(encoding="utf-8"))
+    return path.stat().st_size + sum(
+        (path.parent / v["file"]).stat().st_size for v in entry.get("views", {}).values()
+    )
