@@ -5,6 +5,8 @@
 ``deepeyes maps RUN`` runs it on a finished or interrupted run. Each step is idempotent and writes
 only its own files, so running it again only fills in what is missing. Findings come before the
 views because a layer view draws the T4 evidence (the explained-variance curve) of its snapshot.
+Right after the findings, a run recorded with ``DeepEyesCallback(tensorboard=...)`` gets the
+TensorBoard events of its new findings (:mod:`deepeyes_keras.derive.tensorboard`).
 
 Example:
     >>> from deepeyes_keras.derive.pipeline import update_run
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 
 from deepeyes_keras.derive.findings import write_findings
 from deepeyes_keras.derive.maps import compute_missing_maps
+from deepeyes_keras.derive.tensorboard import update_tensorboard
 from deepeyes_keras.derive.views import ThumbnailCache, write_views
 
 Progress = Callable[[int, int, str], None]
@@ -52,6 +55,7 @@ def update_run(
     """
     maps = compute_missing_maps(run_dir, max_points=max_points, seed=seed, progress=progress)
     findings = write_findings(run_dir)
+    update_tensorboard(run_dir)  # the run's DeepEyesCallback(tensorboard=...); never raises
     views = write_views(run_dir, cache=cache)
     return Updated(maps=maps, findings=findings, views=len(views))
 

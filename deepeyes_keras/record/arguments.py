@@ -50,6 +50,19 @@ def check_log_dir(log_dir) -> Path:
     return Path(log_dir)
 
 
+def check_tensorboard(tensorboard) -> Path | None:
+    """``tensorboard`` as an absolute Path, if it is None or a non-empty directory path."""
+    if tensorboard is None:
+        return None
+    if not isinstance(tensorboard, str | Path) or not str(tensorboard).strip():
+        raise ValueError(
+            f"Invalid value for argument tensorboard. Received: tensorboard={tensorboard!r}. "
+            "Expected None or the TensorBoard log directory (a str or Path), e.g. "
+            "tensorboard='logs' as in keras.callbacks.TensorBoard(log_dir='logs')."
+        )
+    return Path(tensorboard).absolute()
+
+
 def check_run_name(run_name) -> str | None:
     """``run_name``, if it is None or a non-empty name without path separators."""
     if run_name is not None and (

@@ -32,6 +32,7 @@ from deepeyes_keras.record.arguments import (
     check_probe_data,
     check_run_name,
     check_snapshot_every,
+    check_tensorboard,
 )
 from deepeyes_keras.record.budget import MAX_DEFAULT_LAYERS, MEMORY_BUDGET_MB
 from deepeyes_keras.record.describe import model_config, model_manifest, run_manifest, utc_now
@@ -94,6 +95,8 @@ class DeepEyesCallback(keras.callbacks.Callback):
             ``layers`` is not given: on a big network the default layers are at most 24, spread
             over its depth, whose variables fit this many MB (None: every analysable layer).
             ``layers=[...]`` is never cut.
+        tensorboard: a TensorBoard log directory: each snapshot's findings become events in its
+            ``deepeyes-<run name>`` (``viewer_site/reference/tensorboard.md``). None: no events.
         verbose: 0 silent, 1 a line when recording starts and ends.
 
     Example:
@@ -119,6 +122,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
         maps_during_training=None,
         jit_compile=False,
         memory_budget_mb=MEMORY_BUDGET_MB,
+        tensorboard=None,
         verbose=1,
     ):
         super().__init__()
@@ -134,15 +138,13 @@ class DeepEyesCallback(keras.callbacks.Callback):
         self.reservoir_size = check_positive_int("reservoir_size", reservoir_size)
         self.seed = check_positive_int("seed", seed, minimum=0)
         self.jit_compile = check_bool("jit_compile", jit_compile)
-        self.memory_budget_mb = (
-            None
-            if memory_budget_mb is None
-            else check_positive_int("memory_budget_mb", memory_budget_mb)
-        )
+        mb = memory_budget_mb
+        self.memory_budget_mb = None if mb is None else check_positive_int("memory_budget_mb", mb)
         self.maps = check_bool("maps", maps)
         self.maps_during_training = check_bool(
             "maps_during_training", maps_during_training, allow_none=True
         )
+        self.tensorboard = check_tensorboard(tensorboard)
         self.verbose = verbose
         self._reset()
 
@@ -403,6 +405,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
             "seed": self.seed,
             "probe_data": self.probe_data is not None,
             "memory_budget_mb": self.memory_budget_mb,
+            "tensorboard": None if self.tensorboard is None else str(self.tensorboard),
         }
 
 
