@@ -38,6 +38,22 @@ def _maps(args) -> int:
     return 0
 
 
+def _tensorboard(args) -> int:
+    from deepeyes_keras.derive.tensorboard import write_events
+
+    done = write_events(args.run, log_dir=args.log_dir)
+    if done.directory is None:
+        raise ValueError(
+            f"{args.run} was recorded without DeepEyesCallback(tensorboard=...): pass --log-dir "
+            "DIR, the TensorBoard log directory to write its events to."
+        )
+    steps = ", ".join(map(str, done.steps)) or "none new"
+    print(f"TensorBoard events of steps {steps} written to {done.directory}")
+    if done.waiting:
+        print(f"{done.waiting} snapshot(s) have no findings yet: `deepeyes maps {args.run}`")
+    return 0
+
+
 def _report(args) -> int:
     from deepeyes_keras.derive.findings import run_findings, summarize, write_findings
     from deepeyes_keras.derive.report import format_report
@@ -66,6 +82,67 @@ def _export(args) -> int:
     page = export_markdown(args.run, args.out, image_format=args.image_format, step=args.step)
     print(f"Markdown with images written to {page}")
     return 0
+
+
+def _publish(args) -> int:
+    from deepeyes_keras.derive.publish import publish, published_size
+
+    jobs: dict[str, dict] = {}  # run directory -> layers and steps to publish
+    if args.run:
+        jobs[args.run] = {"layers": args.layer or None, "steps": args.step or None}
+    for page in args.page or []:
+        for run_dir, layer, step in _page_blocks(page, args.runs):
+            job = jobs.setdefault(run_dir, {"layers": [], "steps": []})
+            if layer is not None and layer not in job["layers"]:
+                job["layers"].append(layer)
+            if step is not None and step not in job["steps"]:
+                job["steps"].append(step)
+    if not jobs:
+        raise ValueError(
+            "Nothing to publish: give a RUN, or --page PAGE.md with `publish: yes` blocks."
+        )
+    for run_dir, job in jobs.items():
+        manifest = publish(
+            run_dir,
+            args.out,
+            layers=job["layers"] or None,
+            steps=job["steps"] or None,
+            progress=print,
+        )
+        print(
+            f"{run_dir}: published to {manifest.parent} ({published_size(manifest) / 1e6:.1f} MB)"
+        )
+    return 0
+
+
+def _page_blocks(page: str, roots: list[str]) -> list[tuple[str, str | None, int | None]]:
+    """``(run directory, layer, step)`` of every ``publish: yes`` deepeyes block of a page."""
+    from pathlib import Path
+
+    from deepeyes_keras.run.layout import is_run_dir
+    from deepeyes_keras.site.blocks import parse_block, replace_blocks
+
+    found: list[dict] = []
+    replace_blocks(
+        Path(page).read_text(encoding="utf-8"), lambda b: found.append(parse_block(b)) or ""
+    )
+    out = []
+    for opts in found:
+        if opts.get("publish", "").lower() not in ("yes", "true", "1"):
+            continue
+        name = opts.get("run", "")
+        dirs = [Path(r) for r in roots] + [Path(r) / name for r in roots]
+        run_dir = next((d for d in dirs if is_run_dir(d) and (d.name == name)), None)
+        if run_dir is None:
+            raise ValueError(f"{page}: no run {name!r} under --runs {roots}.")
+        layer = (
+            opts.get("layer")
+            if opts.get("view", "layer" if "layer" in opts else "") == "layer"
+            else None
+        )
+        step = int(opts["step"]) if "step" in opts and layer is not None else None
+        out.append((str(run_dir), layer, step))
+    return out
 
 
 def _redesign(args) -> int:
@@ -216,6 +293,18 @@ def build_parser() -> argparse.ArgumentParser:
     maps.add_argument("--max-points", type=int, default=2000, help="points per input map")
     maps.add_argument("--seed", type=int, default=0)
     maps.set_defaults(func=_maps)
+    tensorboard = sub.add_parser(
+        "tensorboard", help="write a run's findings and histograms as TensorBoard events"
+    )
+    tensorboard.add_argument("run", help="run directory")
+    tensorboard.add_argument(
+        "--log-dir",
+        default=None,
+        metavar="DIR",
+        help="TensorBoard log directory; the events go to DIR/deepeyes-<run name> "
+        "(default: the run's DeepEyesCallback(tensorboard=...))",
+    )
+    tensorboard.set_defaults(func=_tensorboard)
     report = sub.add_parser("report", help="print a run's findings (T1-T5) as a table")
     report.add_argument("run", help="run directory")
     report.add_argument(
@@ -236,6 +325,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="snapshot of the layer views (default: the last with views)",
     )
     export.set_defaults(func=_export)
+    publish = sub.add_parser(
+        "publish",
+        help="freeze views of a run into small self-contained files a wiki can hold",
+    )
+    publish.add_argument("run", nargs="?", help="run directory (or use --page)")
+    publish.add_argument(
+        "--layer", action="append", help="a layer to publish (repeat; default all)"
+    )
+    publish.add_argument(
+        "--step", action="append", type=int, help="a snapshot step (repeat; default the last)"
+    )
+    publish.add_argument(
+        "--page", action="append", help="publish the `publish: yes` deepeyes blocks of this page"
+    )
+    publish.add_argument(
+        "--runs", action="append", default=[], help="directory of the runs the pages name"
+    )
+    publish.add_argument("--out", required=True, help="directory of the published runs")
+    publish.set_defaults(func=_publish)
     redesign = sub.add_parser(
         "redesign",
         help="turn a run's findings into a smaller network; with --verify, retrain and compare",

@@ -73,3 +73,20 @@ def test_site_shows_published_views_when_the_run_is_absent(
     frozen = site / "deepeyes" / "published" / "tiny-a" / "step-00000012" / "L0.vl.json"
     assert frozen.is_file() and "published/tiny-a/step-00000012/L0.vl.json" in html
     assert (site / "deepeyes" / "published" / "tiny-a" / "histograms.vl.json").is_file()
+
+
+def test_publish_command_from_a_run_and_from_a_page(runs_copy, tmp_path, capsys):
+    from deepeyes_keras.cli import main
+
+    out = tmp_path / "published"
+    assert main(["publish", str(runs_copy / "tiny-b"), "--layer", "fc1", "--out", str(out)]) == 0
+    entry = json.loads((out / "tiny-b" / "published.json").read_text())
+    assert {v.get("layer") for v in entry["views"].values()} == {None, "fc1"}
+    page = tmp_path / "page.md"
+    page.write_text(BLOCKS.replace("step: 12\n", "step: 6\npublish: yes\n"))
+    assert main(["publish", "--page", str(page), "--runs", str(runs_copy), "--out", str(out)]) == 0
+    entry = json.loads((out / "tiny-a" / "published.json").read_text())
+    assert [(v["layer"], v["step"]) for v in entry["views"].values() if "layer" in v] == [
+        ("conv1", 6)
+    ]
+    assert "published to" in capsys.readouterr().out
