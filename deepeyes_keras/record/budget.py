@@ -112,3 +112,16 @@ def recorder_bytes(taps: list, *, reservoir_size: int, n_labels: int, fixed_byte
     return fixed_bytes + sum(
         tap_bytes(t, reservoir_size=reservoir_size, n_labels=n_labels) for t in taps
     )
+
+
+def left_out_message(recorder, memory_budget_mb) -> str:
+    """The warning naming the layers a big network's default choice watches and leaves out."""
+    left = recorder.left_out
+    shown = ", ".join(left[:8]) + (f" and {len(left) - 8} more" if len(left) > 8 else "")
+    return (
+        f"DeepEyes watches {len(recorder.taps)} of the {len(recorder.taps) + len(left)} "
+        f"analysable layers of this network by default (at most {MAX_DEFAULT_LAYERS}, within "
+        f"memory_budget_mb={memory_budget_mb}: about {recorder.estimated_bytes / 2**20:.0f} MB), "
+        f"spread over its depth: {', '.join(t.name for t in recorder.taps)}. Left out: {shown} "
+        "(the manifest lists them all). Pass layers=[...] to choose, or a larger memory_budget_mb."
+    )

@@ -34,8 +34,9 @@ from deepeyes_keras.record.arguments import (
     check_snapshot_every,
     check_tensorboard,
 )
-from deepeyes_keras.record.budget import MAX_DEFAULT_LAYERS, MEMORY_BUDGET_MB
+from deepeyes_keras.record.budget import MEMORY_BUDGET_MB, left_out_message
 from deepeyes_keras.record.describe import model_config, model_manifest, run_manifest, utc_now
+from deepeyes_keras.record.distribute import is_chief
 from deepeyes_keras.record.recorder import Recorder
 from deepeyes_keras.record.schedule import is_measured_step, is_snapshot_step
 from deepeyes_keras.record.selection import check_graph_model, resolve_layers
@@ -187,7 +188,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
                 f"{'; '.join(skipped)}.",
                 stacklevel=2,
             )
-        self._is_writer = _is_chief(model.distribute_strategy)
+        self._is_writer = is_chief(model.distribute_strategy)
         if model.built and self._recorder is None:
             self._ensure_recorder()
         self._install(model)
@@ -335,17 +336,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
 
     def _warn_left_out(self, recorder: Recorder) -> None:
         if recorder.left_out:
-            left = recorder.left_out
-            shown = ", ".join(left[:8]) + (f" and {len(left) - 8} more" if len(left) > 8 else "")
-            warnings.warn(
-                f"DeepEyes watches {len(recorder.taps)} of the {len(recorder.taps) + len(left)} "
-                f"analysable layers of this network by default (at most {MAX_DEFAULT_LAYERS}, "
-                f"within memory_budget_mb={self.memory_budget_mb}: about "
-                f"{recorder.estimated_bytes / 2**20:.0f} MB), spread over its depth: "
-                f"{', '.join(t.name for t in recorder.taps)}. Left out: {shown} (the manifest "
-                "lists them all). Pass layers=[...] to choose, or a larger memory_budget_mb.",
-                stacklevel=3,
-            )
+            warnings.warn(left_out_message(recorder, self.memory_budget_mb), stacklevel=3)
 
     # -- snapshots -----------------------------------------------------------------------------
 
@@ -407,14 +398,3 @@ class DeepEyesCallback(keras.callbacks.Callback):
             "memory_budget_mb": self.memory_budget_mb,
             "tensorboard": None if self.tensorboard is None else str(self.tensorboard),
         }
-
-
-def _is_chief(strategy) -> bool:
-    """Only one process writes: the chief (or worker 0 when there is no chief)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return True
-    spec = resolver.cluster_spec().as_dict() if resolver.cluster_spec() else {}
-    if "chief" in spec:
-        return resolver.task_type == "chief"
-    return resolver.task_type == "worker" and int(resolver.task_id or 0) == 0
