@@ -3,8 +3,10 @@
 `extract_windows` returns the neuronal receptive field of sampled output positions of a layer (the
 window of the layer's input that its kernel reads) and `extract_input_patches` the input-space patch
 (the box of the model input that can reach the position). Their geometry comes from
-``deepeyes_keras/record/geometry.py``. Only static shapes are used, so both run inside a compiled
-(also XLA) ``tf.function``.
+``deepeyes_keras/record/geometry.py``. Both gather only the sampled positions' windows out of one
+zero-padded copy of the input (memory ``O(n * P * window)`` beyond that copy, never a window per
+grid position), and use only static shapes, so both run inside a compiled (also XLA)
+``tf.function``.
 
 Example:
     >>> wins = layer_windows(conv2, conv2.input.shape)
@@ -22,15 +24,42 @@ import tensorflow as tf
 from deepeyes_keras.record.geometry import AxisMap, AxisWindow
 
 
-def _as_image(x: tf.Tensor) -> tf.Tensor:
-    return x[:, :, tf.newaxis, :] if x.shape.rank == 3 else x  # extract_patches needs 2-D grids
+def _gather_windows(padded, grid, steps, kernels, dilations, positions) -> tf.Tensor:
+    """The windows of sampled output positions, gathered out of a padded input.
+
+    Output position ``q`` (per spatial axis) reads the padded input at ``q*step + d*dilation``
+    for ``d = 0..kernel-1``; these indices must lie inside the padded input.
+
+    Args:
+        padded: ``(n, *spatial, C)`` with static spatial sizes.
+        grid, steps, kernels, dilations: Per spatial axis: the number of output positions, the
+            step between them, the window's size and the step between its taps.
+        positions: ``(n, P)`` integer flat output positions, row-major over ``grid``.
+
+    Returns:
+        ``(n, P, *kernels, C)``.
+    """
+    spatial = [int(s) for s in padded.shape[1:-1]]
+    # Flat index, in the padded input, of each output position's first tap and of each tap
+    # relative to it (row-major over the spatial axes).
+    starts, taps = tf.zeros([1], tf.int32), tf.zeros([], tf.int32)
+    for axis, (out, step, kernel, dilation) in enumerate(
+        zip(grid, steps, kernels, dilations, strict=True)
+    ):
+        row = math.prod(spatial[axis + 1 :])
+        starts = tf.reshape(starts[:, None] + tf.range(out) * (step * row), [-1])
+        taps = taps[..., None] + tf.range(kernel) * (dilation * row)
+    # Gathering the starts by flat position fails (CPU) or clamps (XLA) on positions outside the
+    # grid exactly like gathering a whole grid of windows would.
+    first = tf.gather(starts, tf.cast(positions, tf.int32))
+    index = first[(...,) + (tf.newaxis,) * len(spatial)] + taps  # (n, P, *kernels)
+    flat = tf.reshape(padded, [-1, math.prod(spatial), padded.shape[-1]])
+    return tf.gather(flat, index, axis=1, batch_dims=1)
 
 
-def _patches_at(patches: tf.Tensor, positions: tf.Tensor) -> tf.Tensor:
-    """(n, H, W, D) patches, (n, P) flat row-major positions -> (n, P, D)."""
-    depth = patches.shape[-1]
-    flat = tf.reshape(patches, [tf.shape(patches)[0], -1, depth])
-    return tf.gather(flat, tf.cast(positions, tf.int32), axis=1, batch_dims=1)
+def _valid_size(size: int | None, kernel: int, stride: int, dilation: int) -> int | None:
+    """Output positions of a VALID window along an axis of ``size`` (None when unknown)."""
+    return None if size is None else max((int(size) - (kernel - 1) * dilation - 1) // stride + 1, 0)
 
 
 def extract_windows(
@@ -64,24 +93,26 @@ def extract_windows(
             f"extract_windows expects 1 or 2 spatial axes matching the input. Received: "
             f"{len(windows)} windows for an input of shape {inputs.shape}."
         )
-    # Pad explicitly, then take VALID patches: this reproduces 'same' and 'causal' convolutions
+    # Pad explicitly, then read VALID windows: this reproduces 'same' and 'causal' convolutions
     # exactly, with the same zeros where the window crosses the border.
     pads = [[0, 0]] + [[w.pad_before, w.pad_after] for w in windows] + [[0, 0]]
-    padded = _as_image(tf.pad(inputs, pads))
-    wins = (*windows, AxisWindow(1, 1, 1, 0, 0, 1, 1))[:2]  # 1-D: a dummy 1-wide second axis
-    patches = tf.image.extract_patches(
-        padded,
-        *([1, *(getattr(w, key) for w in wins), 1] for key in ("kernel", "stride", "dilation")),
-        padding="VALID",
-    )
-    grid, expected = tuple(patches.shape[1:3]), tuple(w.out_size for w in wins)
+    padded = tf.pad(inputs, pads)
+    sizes = padded.shape[1:-1]
+    grid = [
+        _valid_size(n, w.kernel, w.stride, w.dilation) for n, w in zip(sizes, windows, strict=True)
+    ]
+    # Reported as 2-D grids (a 1-D input as a grid one position wide).
+    grid, expected = tuple(grid + [1])[:2], tuple([w.out_size for w in windows] + [1])[:2]
     if grid != expected:
         raise ValueError(
             f"Windows do not match the input: they give an output grid {expected} but the input "
             f"of shape {inputs.shape} gives {grid}. Compute windows with layer_windows(layer, "
             "input_shape) for this very input."
         )
-    return _patches_at(patches, positions)
+    keys = ("out_size", "stride", "kernel", "dilation")
+    found = _gather_windows(padded, *([getattr(w, k) for w in windows] for k in keys), positions)
+    depth = math.prod(w.kernel for w in windows) * inputs.shape[-1]
+    return tf.reshape(found, tf.concat([tf.shape(found)[:2], [depth]], 0))
 
 
 def clipped_sizes(maps: tuple[AxisMap, ...], input_sizes) -> tuple[int, ...]:
@@ -148,7 +179,7 @@ def extract_input_patches(
         )
     maps, out_grid, positions = clip_to_input(maps, out_grid, positions, images.shape[1:-1])
     # Bring each axis to exactly the span the boxes cover, [offset, scale*(out-1) + offset + size),
-    # by cropping or zero-padding both ends; then VALID patches with stride `scale` are the boxes.
+    # by cropping or zero-padding both ends; then the box of position q starts at scale*q.
     crops, pads = [slice(None)], [[0, 0]]
     for m, out, n in zip(maps, out_grid, images.shape[1:-1], strict=True):
         end = m.scale * (out - 1) + m.offset + m.size
@@ -156,11 +187,12 @@ def extract_input_patches(
         crops.append(slice(start, stop))
         before = max(-m.offset, 0)
         pads.append([before, end - m.offset - before - (stop - start)])
-    padded = _as_image(tf.pad(images[tuple(crops)], pads + [[0, 0]]))
-    sizes = [m.size for m in maps] + [1] * (2 - len(maps))
-    scales = [m.scale for m in maps] + [1] * (2 - len(maps))
-    patches = tf.image.extract_patches(
-        padded, sizes=[1, *sizes, 1], strides=[1, *scales, 1], rates=[1, 1, 1, 1], padding="VALID"
+    padded = tf.pad(images[tuple(crops)], pads + [[0, 0]])
+    return _gather_windows(
+        padded,
+        out_grid,
+        [m.scale for m in maps],
+        [m.size for m in maps],
+        [1] * len(maps),
+        positions,
     )
-    flat = _patches_at(patches, positions)
-    return tf.reshape(flat, [tf.shape(flat)[0], -1, *sizes[: len(maps)], images.shape[-1]])
