@@ -87,28 +87,22 @@ def _export(args) -> int:
 def _publish(args) -> int:
     from deepeyes_keras.derive.publish import publish, published_size
 
-    jobs: dict[str, dict] = {}  # run directory -> layers and steps to publish
+    jobs: dict[str, dict] = {}  # run directory -> what to publish
     if args.run:
         jobs[args.run] = {"layers": args.layer or None, "steps": args.step or None}
     for page in args.page or []:
         for run_dir, layer, step in _page_blocks(page, args.runs):
-            job = jobs.setdefault(run_dir, {"layers": [], "steps": []})
-            if layer is not None and layer not in job["layers"]:
-                job["layers"].append(layer)
-            if step is not None and step not in job["steps"]:
-                job["steps"].append(step)
+            job = jobs.setdefault(run_dir, {"pairs": []})
+            if layer is not None and (layer, step) not in job["pairs"]:
+                job["pairs"].append((layer, step))
     if not jobs:
         raise ValueError(
             "Nothing to publish: give a RUN, or --page PAGE.md with `publish: yes` blocks."
         )
     for run_dir, job in jobs.items():
-        manifest = publish(
-            run_dir,
-            args.out,
-            layers=job["layers"] or None,
-            steps=job["steps"] or None,
-            progress=print,
-        )
+        if "pairs" in job and not job["pairs"]:  # only run-wide views (histograms, curves)
+            job = {"layers": []}
+        manifest = publish(run_dir, args.out, **job, progress=print)
         print(
             f"{run_dir}: published to {manifest.parent} ({published_size(manifest) / 1e6:.1f} MB)"
         )

@@ -76,6 +76,7 @@ def publish(
     *,
     layers: list[str] | None = None,
     steps: list[int] | None = None,
+    pairs: list[tuple[str, int]] | None = None,
     budget: int = LAYER_BUDGET,
     progress=None,
 ) -> Path:
@@ -85,8 +86,10 @@ def publish(
         run_dir: the run directory (its maps must be computed: ``deepeyes maps RUN``).
         out_dir: where published runs live; this run goes to ``out_dir/<run directory name>``.
             Publishing again adds to what is there (a view published before is rewritten).
-        layers: analysed layer names (default: every analysed layer).
+        layers: analysed layer names (default None: every analysed layer; ``[]``: only the
+            training curves and histograms).
         steps: snapshot steps (the nearest snapshot of each; default: the last snapshot).
+        pairs: instead of every layer at every step, these ``(layer, step)`` views only.
         budget: bytes per layer view at most.
         progress: optional callable taking a message per file written.
 
@@ -96,14 +99,23 @@ def publish(
     run = load_run(run_dir)
     if not run.snapshots:
         raise ValueError(f"Run {run.name!r} has no snapshot to publish.")
-    names = list(layers or run.layer_names)
+    if pairs:
+        names = list(dict.fromkeys(n for n, _ in pairs))
+    else:  # None: every layer; []: the run-wide views only
+        names = list(run.layer_names if layers is None else layers)
     unknown = [n for n in names if n not in run.layer_names]
     if unknown:
         raise ValueError(
             f"Run {run.name!r} has no analysed layer(s) {unknown}; its layers: {run.layer_names}."
         )
     by_step = {s.step: s for s in run.snapshots}
-    chosen = sorted({_nearest(list(by_step), int(s)) for s in (steps or [run.snapshots[-1].step])})
+    last = run.snapshots[-1].step
+    if pairs:
+        wanted = {(n, _nearest(list(by_step), int(last if s is None else s))) for n, s in pairs}
+    else:
+        steps_ = {_nearest(list(by_step), int(s)) for s in (steps or [last])}
+        wanted = {(n, s) for n in names for s in steps_}
+    chosen = sorted({s for _, s in wanted})
     layout = PublishedLayout(Path(out_dir) / run.path.name)
     old = read_json(layout.manifest) if layout.manifest.is_file() else {}
     say = progress or (lambda _m: None)
@@ -126,7 +138,7 @@ def publish(
     keys = {info["name"]: info["key"] for info in run.manifest["analysed_layers"]}
     missing = []
     for step in chosen:
-        for name in names:
+        for name in [n for n in names if (n, step) in wanted]:
             made = layer_view_within(by_step[step], name, budget, cache)
             if made is None:
                 missing.append(f"{name} at step {step}")
@@ -142,10 +154,8 @@ def publish(
                 "bytes": len(data),
             }
             say(f"wrote {path} ({len(data) / 1e6:.2f} MB, {points} of {total} points)")
-    if missing and len(missing) == len(chosen) * len(names):
-        raise ValueError(
-            f"No maps to publish for {missing}: run `deepeyes maps {run.path}` first."
-        )
+    if missing and len(missing) == len(wanted):
+        raise ValueError(f"No maps to publish for {missing}: run `deepeyes maps {run.path}` first.")
     write_json(layout.manifest, entry)
     say(f"wrote {layout.manifest}" + (f"; no maps yet for {missing}" if missing else ""))
     return layout.manifest
