@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from deepeyes_keras.run.layout import RunLayout
+from deepeyes_keras.run.layout import RunLayout, printable
 
 
 def _demo(args) -> int:
@@ -28,7 +28,7 @@ def _maps(args) -> int:
     from deepeyes_keras.derive.pipeline import update_run
 
     def progress(done, total, message):
-        print(f"[{done}/{total}] {message}", flush=True)
+        print(f"[{done}/{total}] {printable(message)}", flush=True)
 
     done = update_run(args.run, max_points=args.max_points, seed=args.seed, progress=progress)
     print(
@@ -69,8 +69,10 @@ def _report(args) -> int:
         write_findings(args.run, overwrite=True)
     model = run.manifest.get("model", {})
     print(
-        f"Run {run.name} ({run.status}, {model.get('name')}, "
-        f"{model.get('parameters', '?')} parameters)"
+        printable(
+            f"Run {run.name} ({run.status}, {model.get('name')}, "
+            f"{model.get('parameters', '?')} parameters)"
+        )
     )
     print(format_report(summary))
     return 0
@@ -373,7 +375,9 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError, PermissionError) as err:
-        print(f"deepeyes {args.command}: {err}", file=sys.stderr)
+        # names and paths in the message are the user's: no escape sequence reaches the terminal
+        text = "\n".join(printable(line) for line in str(err).split("\n"))
+        print(f"deepeyes {args.command}: {text}", file=sys.stderr)
         return 2
 
 

@@ -7,15 +7,37 @@ first, and the error says so.
 
 from __future__ import annotations
 
-import json
+import re
 from pathlib import Path
 
 from deepeyes_keras.charts import render
 from deepeyes_keras.derive.report import format_report
-from deepeyes_keras.run.layout import snapshot_stem
+from deepeyes_keras.run.layout import printable, read_json, snapshot_stem
 from deepeyes_keras.run.reader import load_run
 
 _FORMATS = ("png", "svg")
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+
+
+def markdown_text(text) -> str:
+    r"""A name as Markdown text that renders as itself: control characters escaped
+    (:func:`~deepeyes_keras.run.layout.printable`), ``& < >`` as HTML entities (a wiki passes
+    raw HTML through), and Markdown's punctuation behind backslashes.
+
+    Example:
+        >>> markdown_text("<b>x</b> *y*")
+        '&lt;b&gt;x&lt;/b&gt; \\*y\\*'
+    """
+    text = printable(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
+
+
+def code_block(text: str, info: str = "text") -> list[str]:
+    """Lines of a fenced code block holding ``text``, its fence longer than any run of
+    backticks inside (so no name closes it early)."""
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence + info, text, fence]
 
 
 def export_markdown(
@@ -61,7 +83,7 @@ def export_markdown(
         )
 
     def image(spec_path: Path, name: str) -> str:
-        spec = json.loads(spec_path.read_text())
+        spec = read_json(spec_path)  # a damaged spec: DamagedFileError naming it and the fix
         file = f"{name}.{image_format}"
         (out / file).write_bytes(render(spec, image_format))
         say(f"wrote {out / file}")
@@ -69,15 +91,16 @@ def export_markdown(
 
     model = run.manifest.get("model", {})
     lines = [
-        f"# DeepEyes run {run.name}",
+        f"# DeepEyes run {markdown_text(run.name)}",
         "",
-        f"Model `{model.get('name')}` ({model.get('parameters', '?')} parameters), "
-        f"{run.status}, last snapshot at step {run.snapshots[-1].step}.",
+        f"Model {markdown_text(model.get('name'))} "
+        f"({markdown_text(model.get('parameters', '?'))} parameters), "
+        f"{markdown_text(run.status)}, last snapshot at step {run.snapshots[-1].step}.",
         "",
     ]
     summary = run.snapshots[-1].findings_summary
     if summary:
-        lines += ["## Findings", "", "```text", format_report(summary), "```", ""]
+        lines += ["## Findings", "", *code_block(format_report(summary)), ""]
     lines += [
         "## Training",
         "",
@@ -94,7 +117,8 @@ def export_markdown(
             [s.step for s in run.snapshots].index(step)
         ].layers.items():
             file = image(layout.view(layer.key, step), f"{layer.key}-{snapshot_stem(step)}")
-            lines += [f"### {name}", "", f"![{name} at step {step}]({file})", ""]
+            text = markdown_text(name)
+            lines += [f"### {text}", "", f"![{text} at step {step}]({file})", ""]
     else:
         lines += ["No layer views yet: run `deepeyes maps RUN` to compute the maps.", ""]
     page = out / "index.md"

@@ -18,14 +18,15 @@ Example:
 
 from __future__ import annotations
 
-import json
 import time
+import warnings
 from pathlib import Path
 
 import altair as alt
 
 from deepeyes_keras.derive import views
 from deepeyes_keras.names import did_you_mean
+from deepeyes_keras.run.layout import DamagedFileError, read_json
 from deepeyes_keras.run.reader import Run, load_run
 
 VIEWS = ("overview", "histograms", "layer")
@@ -100,7 +101,10 @@ def view_spec(run, view: str = "overview", *, layer: str | None = None, step: in
         snap = min(snaps, key=lambda s: (abs(s.step - int(step)), s.step))
     path = run.layout.view(snap.layers[layer].key, snap.step)
     if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            return read_json(path)
+        except DamagedFileError as err:  # drawn from the run's data instead, and said
+            warnings.warn(f"DeepEyes: {err} Showing the view computed now.", stacklevel=3)
     return views.layer_view(snap, layer)
 
 

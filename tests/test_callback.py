@@ -472,6 +472,6 @@ def test_steps_per_execution_still_hits_every_snapshot(tmp_path):
 def test_a_new_callback_never_overwrites_an_existing_run(tmp_path):
     x, y = images(16)
     small_cnn().fit(x, y, verbose=0, callbacks=[callback(tmp_path)])
-    with pytest.raises(FileExistsError, match="already holds a run"):
+    with pytest.raises(FileExistsError, match="already holds a finished run"):
         small_cnn().fit(x, y, verbose=0, callbacks=[callback(tmp_path)])
     assert load_run(tmp_path / "runs" / "run").status == "finished"

@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from deepeyes_keras.run.layout import strict_json
+from deepeyes_keras.run.layout import printable, strict_json
 
 __all__ = ["render", "spec_json"]
 
@@ -31,6 +31,36 @@ def spec_json(spec: Mapping[str, Any], *, indent: int | None = None) -> str:
     """
     safe, _ = strict_json(spec)
     return json.dumps(safe, sort_keys=True, allow_nan=False, indent=indent)
+
+
+# Characters XML 1.0 cannot hold: vl-convert draws through SVG and aborts the whole process on
+# one (a Rust panic, not an exception), e.g. a metric name holding a terminal escape sequence.
+_XML_INVALID = {
+    code: printable(chr(code))
+    for code in (
+        *range(0x09),
+        0x0B,
+        0x0C,
+        *range(0x0E, 0x20),
+        *range(0xD800, 0xE000),
+        0xFFFE,
+        0xFFFF,
+    )
+}
+
+
+def _xml_safe(value):
+    """``value`` with every string's XML-invalid characters shown as pictures (``printable``).
+
+    The views stage writes names through ``printable`` already; this covers specs from elsewhere
+    (older runs, a user's spec)."""
+    if isinstance(value, str):
+        return value.translate(_XML_INVALID)
+    if isinstance(value, dict):
+        return {k: _xml_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_xml_safe(v) for v in value]
+    return value
 
 
 def _vl_version(spec: Mapping[str, Any]) -> str | None:
@@ -83,8 +113,13 @@ def render(spec: Mapping[str, Any], fmt: str = "png", *, scale: float = 1.0) -> 
         raise ValueError(
             f"Invalid value for argument scale. Received: scale={scale!r}. Expected a number > 0."
         )
-    clean = json.loads(spec_json(spec))
+    clean = _xml_safe(json.loads(spec_json(spec)))
     version = _vl_version(clean)
     if fmt == "svg":
-        return vl_convert.vegalite_to_svg(clean, vl_version=version).encode("utf-8")
+        svg = vl_convert.vegalite_to_svg(clean, vl_version=version)
+        # Vega-Lite writes titles into its ARIA descriptions as expression strings, where a
+        # backslash in a name ("\x1b") is read as an escape: keep the SVG valid XML.
+        return svg.translate(_XML_INVALID).encode("utf-8")
+    # A picture needs no ARIA descriptions (the source of the escapes above).
+    clean["config"] = {**clean.get("config", {}), "aria": False}
     return vl_convert.vegalite_to_png(clean, vl_version=version, scale=float(scale))

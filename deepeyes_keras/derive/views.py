@@ -21,13 +21,14 @@ import numpy as np
 from deepeyes_keras import charts
 from deepeyes_keras.charts.layer import layer_spec
 from deepeyes_keras.derive.thumbnails import ThumbnailCache
-from deepeyes_keras.run.layout import write_bytes
+from deepeyes_keras.run.layout import looks_complete_json, printable, write_bytes
 from deepeyes_keras.run.reader import Run, Snapshot, load_run
 
 
 def overview(run: Run) -> dict:
+    # Names reach SVG text (vl-convert cannot draw a control character): through printable.
     metrics = {
-        k: v
+        printable(k): v
         for k, v in run.metrics().items()
         if k == "step" or all(x is None or isinstance(x, int | float) for x in v)
     }
@@ -36,14 +37,14 @@ def overview(run: Run) -> dict:
 
 def histograms(run: Run) -> dict:
     layers = [
-        {"name": info["name"], "n_filters": info["n_filters"]}
+        {"name": printable(info["name"]), "n_filters": info["n_filters"]}
         for info in run.manifest["analysed_layers"]
     ]
     snapshots = [
         {
             "step": snap.step,
             "layers": {
-                name: {
+                printable(name): {
                     "histogram": layer.perplexity_histogram.tolist(),
                     "change": layer.perplexity_change.tolist(),
                 }
@@ -93,7 +94,7 @@ def layer_view(
     rows = np.array([row_of[u] for u in maps["uid"].tolist()], dtype=np.int64)
     cache = cache or ThumbnailCache()
     return layer_spec(
-        layer=name,
+        layer=printable(name),
         step=snapshot.step,
         max_activation=layer.max_activation,
         frequency=layer.frequency,
@@ -141,8 +142,8 @@ def write_views(
             continue
         for name, layer in snap.layers.items():
             path = run.layout.view(layer.key, snap.step)
-            if path.is_file() and not overwrite:
-                continue
+            if path.is_file() and not overwrite and looks_complete_json(path):
+                continue  # written before (a damaged one is written again)
             spec = layer_view(snap, name, cache=cache)
             if spec is not None:
                 written.append(_write(path, spec))

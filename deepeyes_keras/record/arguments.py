@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+# A file name is at most 255 bytes on common filesystems; "-resumed-NN" may still be appended.
+MAX_NAME_BYTES = 240
+
 
 def check_positive_int(name: str, value, minimum: int = 1) -> int:
     """``value`` as an int, if it is an integer of at least ``minimum`` (not a bool)."""
@@ -64,13 +67,21 @@ def check_tensorboard(tensorboard) -> Path | None:
 
 
 def check_run_name(run_name) -> str | None:
-    """``run_name``, if it is None or a non-empty name without path separators."""
+    """``run_name``, if it is None or a usable directory name: non-empty, no path separators, not
+    ``.`` or ``..``, no NUL byte, at most ``MAX_NAME_BYTES`` bytes in UTF-8."""
     if run_name is not None and (
         not isinstance(run_name, str) or not run_name.strip() or "/" in run_name or "\\" in run_name
     ):
         raise ValueError(
             f"Invalid value for argument run_name. Received: run_name={run_name!r}."
             " Expected a non-empty name without path separators."
+        )
+    if run_name is not None and (
+        run_name in (".", "..") or "\x00" in run_name or len(run_name.encode()) > MAX_NAME_BYTES
+    ):
+        raise ValueError(
+            f"Invalid value for argument run_name. Received: run_name={run_name!r}. Expected a "
+            f"directory name: not '.' or '..', no NUL byte, at most {MAX_NAME_BYTES} bytes."
         )
     return run_name
 

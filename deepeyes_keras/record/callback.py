@@ -14,10 +14,10 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 import warnings
-from datetime import datetime
 from pathlib import Path
 
 import keras
@@ -36,12 +36,12 @@ from deepeyes_keras.record.arguments import (
 )
 from deepeyes_keras.record.budget import MEMORY_BUDGET_MB, left_out_message
 from deepeyes_keras.record.describe import model_config, model_manifest, run_manifest, utc_now
-from deepeyes_keras.record.distribute import is_chief
+from deepeyes_keras.record.distribute import check_single_worker, is_chief
 from deepeyes_keras.record.recorder import Recorder
+from deepeyes_keras.record.resume import dated_name, plan_run, restored_step
 from deepeyes_keras.record.schedule import is_measured_step, is_snapshot_step
 from deepeyes_keras.record.selection import check_graph_model, resolve_layers
 from deepeyes_keras.record.snapshot import SnapshotAssembler, snapshot_record
-from deepeyes_keras.run.layout import is_run_dir
 from deepeyes_keras.run.writer import RunWriter
 
 
@@ -98,6 +98,8 @@ class DeepEyesCallback(keras.callbacks.Callback):
             ``layers=[...]`` is never cut.
         tensorboard: a TensorBoard log directory: each snapshot's findings become events in its
             ``deepeyes-<run name>`` (``viewer_site/reference/tensorboard.md``). None: no events.
+        strict: raise when a write fails during training (full disk...); False: warn and go on
+            (``viewer_site/reference/faults.md``).
         verbose: 0 silent, 1 a line when recording starts and ends.
 
     Example:
@@ -124,6 +126,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
         jit_compile=False,
         memory_budget_mb=MEMORY_BUDGET_MB,
         tensorboard=None,
+        strict=False,
         verbose=1,
     ):
         super().__init__()
@@ -146,6 +149,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
             "maps_during_training", maps_during_training, allow_none=True
         )
         self.tensorboard = check_tensorboard(tensorboard)
+        self.strict = check_bool("strict", strict)
         self.verbose = verbose
         self._reset()
 
@@ -165,6 +169,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
         self._snapshots = SnapshotAssembler()
         self._fit_start = None
         self._map_worker = None
+        self._previous_worker = None
         self._seen_step = 0
         self._epoch_base = 0
 
@@ -177,6 +182,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
+        check_single_worker(model.distribute_strategy)  # multi-worker fit fails upstream today
         check_graph_model(model)
         if self._recorded_model is not None and self._recorded_model is not model:
             self._reset()  # a different model: a new run
@@ -196,29 +202,31 @@ class DeepEyesCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._fit_start = time.perf_counter()
         if self._writer is None and self._is_writer:
-            run_dir = self._choose_run_dir()
-            if is_run_dir(run_dir):
-                raise FileExistsError(
-                    f"DeepEyesCallback: run directory {str(run_dir)!r} already holds a run. Pass "
-                    "another run_name (or none, for a dated name), or delete that directory. "
-                    "(Calling fit again with the same callback continues its run.)"
-                )
-            writer = RunWriter(run_dir)
-            # Fails here, before any step, if the directory is unwritable.
-            writer.open(
-                run_manifest(writer.run_dir.name, self._recorded_model.name, self._settings())
+            model_name = self._recorded_model.name
+            run_dir, resumed, unique = plan_run(
+                self.log_dir, self.run_name, self._choose_run_dir(), self._recorded_model
             )
+            # Fails here, before any step, if unwritable; a dated name is claimed exclusively.
+            writer = RunWriter(run_dir, strict=self.strict, unique=unique)
+            manifest = run_manifest(writer.run_dir.name, model_name, self._settings())
+            if resumed is not None:  # record/resume.py: a new run linked to the interrupted one
+                manifest["resumed_from"] = resumed
+                self._resume_maps(resumed["path"])
+            writer.open(manifest)
             self._writer = writer
             if self.verbose:
-                names = (
-                    [tap.name for tap in self._recorder.taps]
-                    if self._recorder is not None
-                    else [name for name, _ in self._layers]
+                names = [tap.name for tap in self._recorder.taps] if self._recorder else None
+                print(
+                    f"DeepEyes: recording layers {names or [n for n, _ in self._layers]} to "
+                    f"{writer.run_dir}"
                 )
-                print(f"DeepEyes: recording layers {names} to {writer.run_dir}")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = int(epoch)
+        at_step = restored_step(self._recorded_model)  # a restored model's step: ours follows
+        if self._recorder is not None and at_step > int(self._recorder.step.numpy()):
+            self._recorder.step.assign(at_step)
+            self._last_snapshot_step = max(self._last_snapshot_step, at_step)
         if self._recorder is not None:  # exact even after an interrupted fit (one read per epoch)
             self._seen_step = int(self._recorder.step.numpy())
         self._epoch_base = self._seen_step
@@ -252,6 +260,8 @@ class DeepEyesCallback(keras.callbacks.Callback):
             step = int(self._recorder.step.numpy())
             if step > self._last_snapshot_step:
                 self._snapshot(step)
+        if self._previous_worker is not None:
+            self._previous_worker.finish()
         if self._map_worker is not None:
             # The last maps (or, when deferred, all of them) are computed in the background:
             # fit() returns now.
@@ -334,6 +344,14 @@ class DeepEyesCallback(keras.callbacks.Callback):
                     )
         return self._recorder
 
+    def _resume_maps(self, previous) -> None:
+        """The interrupted run's missing maps, computed in the background too."""
+        if self.maps:
+            from deepeyes_keras.derive.worker import MapWorker
+
+            self._previous_worker = MapWorker(previous, seed=self.seed)
+            self._previous_worker.notify(views_only=not self._maps_now())
+
     def _warn_left_out(self, recorder: Recorder) -> None:
         if recorder.left_out:
             warnings.warn(left_out_message(recorder, self.memory_budget_mb), stacklevel=3)
@@ -345,9 +363,12 @@ class DeepEyesCallback(keras.callbacks.Callback):
             self._last_snapshot_step = step
             return
         began = time.perf_counter()
+        if self._writer.recover():  # the run directory vanished: store the whole reservoir again
+            self._snapshots = SnapshotAssembler()
         if "analysed_layers" not in self._writer.manifest:
             self._writer.manifest.update(model_manifest(self._recorded_model, self._recorder))
             self._writer.write_model_config(model_config(self._recorded_model))
+        kept = copy.deepcopy(self._snapshots)  # a failed write leaves its samples to the next
         state = self._recorder.read(self._snapshots.written_uid)
         if state["step"] != step:  # the per-step count drifted (never seen): trust the variable
             step = self._seen_step = state["step"]
@@ -363,7 +384,9 @@ class DeepEyesCallback(keras.callbacks.Callback):
             layers=layers,
         )
         record["read_seconds"] = time.perf_counter() - began
-        self._writer.write_snapshot(record, arrays, samples)
+        if not self._writer.write_snapshot(record, arrays, samples):  # it warned (or raised)
+            self._snapshots, self._pending_metrics, self._pending_epochs = kept, metrics, epochs
+            return
         if self.maps:
             if self._map_worker is None or not self._map_worker.accepting:
                 from deepeyes_keras.derive.worker import MapWorker
@@ -376,13 +399,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
     # -- manifest ------------------------------------------------------------------------------
 
     def _choose_run_dir(self) -> Path:
-        if self.run_name:
-            return self.log_dir / self.run_name
-        base = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{self._recorded_model.name}"
-        candidate, n = self.log_dir / base, 2
-        while candidate.exists():
-            candidate, n = self.log_dir / f"{base}-{n}", n + 1
-        return candidate
+        return self.log_dir / (self.run_name or dated_name(self._recorded_model.name))
 
     def _settings(self) -> dict:
         """The sampling settings the manifest records."""
@@ -397,4 +414,5 @@ class DeepEyesCallback(keras.callbacks.Callback):
             "probe_data": self.probe_data is not None,
             "memory_budget_mb": self.memory_budget_mb,
             "tensorboard": None if self.tensorboard is None else str(self.tensorboard),
+            "strict": self.strict,
         }

@@ -1,11 +1,70 @@
-"""Distribution strategies: which process writes the run.
+"""Distribution strategies: which process writes the run, and which strategies are refused.
 
 Only one process of a multi-process training writes the run directory (:func:`is_chief`); every
 replica captures its own samples and the first replica's are measured
 (``deepeyes_keras/record/recorder.py``).
+
+Multi-worker training (a strategy whose cluster has more than one task) is refused by
+:func:`check_single_worker`, which ``DeepEyesCallback.set_model`` calls before anything else:
+Keras 3's ``fit`` on TensorFlow fails upstream with such a strategy even without DeepEyes.
+``tests/test_distribute.py`` runs the real two-process case so we notice when that changes; the
+chief-only writing above is ready for that day. ``tf.distribute.MirroredStrategy`` over the devices
+of one machine works (``tests/test_callback.py``), and so does a one-task
+``MultiWorkerMirroredStrategy`` (no ``TF_CONFIG``, or a cluster of one worker).
 """
 
 from __future__ import annotations
+
+UPSTREAM_ISSUES = (
+    "https://github.com/keras-team/keras/issues/20585",
+    "https://github.com/tensorflow/tensorflow/issues/72388",
+)
+NOT_TRAINING = {"evaluator"}
+"""Cluster jobs that do not train: a side-car evaluator does not make a training multi-worker."""
+
+
+def cluster_spec(strategy) -> dict:
+    """The strategy's cluster as ``{job: [addresses]}`` ({} for a one-machine strategy)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return {}
+    spec = resolver.cluster_spec()
+    return spec.as_dict() if spec else {}
+
+
+def training_tasks(strategy) -> int:
+    """How many processes train together under ``strategy`` (1 on one machine)."""
+    jobs = cluster_spec(strategy)
+    return max(1, sum(len(tasks) for job, tasks in jobs.items() if job not in NOT_TRAINING))
+
+
+def is_multi_worker(strategy) -> bool:
+    """True when ``strategy`` spans more than one training process (its cluster's tasks)."""
+    return training_tasks(strategy) > 1
+
+
+def multi_worker_message(strategy) -> str:
+    """Why a multi-worker strategy is refused, what works today, and what is ready."""
+    jobs = cluster_spec(strategy)
+    cluster = ", ".join(f"{job}: {len(tasks)}" for job, tasks in sorted(jobs.items()))
+    return (
+        f"DeepEyesCallback does not record multi-worker training yet: this model's strategy "
+        f"({type(strategy).__name__}) spans {training_tasks(strategy)} training processes "
+        f"(cluster {cluster}). Keras 3's fit() with a multi-worker strategy on TensorFlow fails "
+        "upstream even without DeepEyes ('ValueError: Attempt to convert a value (PerReplica "
+        f"...) with an unsupported type ... to a Tensor'; see {UPSTREAM_ISSUES[0]} and "
+        f"{UPSTREAM_ISSUES[1]}). What works today: tf.distribute.MirroredStrategy over the "
+        "devices (GPUs) of one machine, or one training process per machine, each with its own "
+        "DeepEyesCallback writing its own run (its own run_name or log_dir). DeepEyes' part is "
+        "ready for when upstream works: only the chief (or worker 0 when there is no chief) "
+        "writes the run (deepeyes_keras/record/distribute.py, is_chief)."
+    )
+
+
+def check_single_worker(strategy) -> None:
+    """Raises NotImplementedError, before training, when ``strategy`` is multi-worker."""
+    if is_multi_worker(strategy):
+        raise NotImplementedError(multi_worker_message(strategy))
 
 
 def is_chief(strategy) -> bool:

@@ -264,7 +264,8 @@ class Recorder:
                 "position": tf.reshape(positions, [-1]),
                 "label": inst_labels,
                 "descriptor": _half(descriptors),
-                "activation": acts,
+                # not clamped; non-finite values are stored as 0 (counted in the statistics)
+                "activation": tf.where(tf.math.is_finite(acts), acts, tf.zeros_like(acts)),
                 "patch": _half(self._patches(tap, xs, positions, k * p)),
             },
         )

@@ -24,6 +24,7 @@ _PAIRWISE_CHUNK_ELEMENTS = 1 << 22
 # first (random) instances of an update for the Jaccard sums, at least JACCARD_MIN_INSTANCES.
 JACCARD_BUDGET = 1 << 20
 JACCARD_MIN_INSTANCES = 4
+F32_MAX = float(np.finfo(np.float32).max)
 
 
 def clean_activations(acts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -49,6 +50,10 @@ def perplexity(acts: tf.Tensor) -> tf.Tensor:
         (m,) perplexities in [1, F]; an all-zero vector counts as uniform (perplexity F).
     """
     n_filters = tf.cast(tf.shape(acts)[-1], acts.dtype)
+    # Perplexity does not depend on the scale: dividing by each row's max first keeps the sum
+    # finite for activations near the float32 limit (an exploding network).
+    peak = tf.reduce_max(acts, axis=-1, keepdims=True)
+    acts = acts / tf.where(peak > 0, peak, tf.ones_like(peak))
     total = tf.reduce_sum(acts, axis=-1, keepdims=True)
     uniform = tf.ones_like(acts) / n_filters
     p = tf.where(total > 0, acts / tf.where(total > 0, total, tf.ones_like(total)), uniform)
@@ -78,20 +83,24 @@ def pairwise_abs_diff_sum(acts: tf.Tensor) -> tf.Tensor:
         acts: (m, F) activations with a static shape.
 
     Returns:
-        (F, F) float32 matrix.
+        (F, F) float64 matrix. The float32 temporaries hold the activations divided by their
+        largest value, so the sums stay finite even for activations near the float32 limit.
     """
     m, n_filters = acts.shape
     chunk = max(1, min(m, _PAIRWISE_CHUNK_ELEMENTS // max(1, n_filters * n_filters)))
     n_chunks = -(-m // chunk)
-    padded = tf.pad(acts, [[0, n_chunks * chunk - m], [0, 0]])  # zero rows add |0 - 0| = 0
+    peak = tf.reduce_max(tf.abs(acts))
+    scale = tf.where(peak > 0, peak, tf.ones_like(peak))
+    padded = tf.pad(acts / scale, [[0, n_chunks * chunk - m], [0, 0]])  # zero rows add 0
     chunks = tf.reshape(padded, [n_chunks, chunk, n_filters])
 
     def add_chunk(total, block):
-        return total + tf.reduce_sum(tf.abs(block[:, :, None] - block[:, None, :]), axis=0)
+        part = tf.reduce_sum(tf.abs(block[:, :, None] - block[:, None, :]), axis=0)
+        return total + tf.cast(part, tf.float64)
 
-    if n_chunks == 1:
-        return add_chunk(tf.zeros([n_filters, n_filters]), chunks[0])
-    return tf.foldl(add_chunk, chunks, initializer=tf.zeros([n_filters, n_filters]))
+    zeros = tf.zeros([n_filters, n_filters], tf.float64)
+    total = add_chunk(zeros, chunks[0]) if n_chunks == 1 else tf.foldl(add_chunk, chunks, zeros)
+    return total * tf.cast(scale, tf.float64)
 
 
 class LayerStatistics:
@@ -166,7 +175,7 @@ class LayerStatistics:
         # phi needs sum a_i over the same instances as the pairwise sums, so both use the subset.
         jac = acts[: jaccard_instances(acts.shape[0], self.n_filters)]
         self.sum.assign_add(tf.reduce_sum(tf.cast(jac, tf.float64), axis=0))
-        self.abs_diff.assign_add(tf.cast(pairwise_abs_diff_sum(jac), tf.float64))
+        self.abs_diff.assign_add(pairwise_abs_diff_sum(jac))
 
         bins = histogram_bins(perplexity(acts), self.n_filters)
         # one_hot + sum rather than bincount: static shapes, so it also compiles under XLA.
@@ -211,6 +220,7 @@ def finalize(raw: dict[str, np.ndarray], *, step: int) -> dict[str, np.ndarray]:
         "reliability_step": last,
         "reliability_age": np.where(last >= 0, step - last, step + 1).astype(np.int64),
         "jaccard": jaccard_from_sums(raw["sum"], raw["abs_diff"]).astype(np.float32),
-        "label_activation": raw["label_sum"].astype(np.float32),
+        # float64 sums: clipped to the float32 range, so that huge activations stay finite
+        "label_activation": np.clip(raw["label_sum"], -F32_MAX, F32_MAX).astype(np.float32),
         "histogram_cumulative": raw["histogram"].astype(np.float64),
     }

@@ -43,6 +43,9 @@ import io
 import json
 import math
 import os
+import re
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -251,12 +254,131 @@ def write_npz(path, arrays: dict[str, np.ndarray], *, compress: bool = False) ->
     write_bytes(path, buffer.getvalue())
 
 
+class DamagedFileError(ValueError):
+    """A file of a run directory that exists but cannot be parsed (truncated, zeroed, corrupt).
+
+    The message names the file, what is wrong, and what to do (:func:`damage_advice`).
+    """
+
+
+def damage_advice(path) -> str:
+    """What to do about a damaged file, by the stage that owns it (see the module docstring)."""
+    path = Path(path)
+    parent, grandparent = path.parent.name, path.parent.parent.name  # only inside the run
+    if path.name == MANIFEST:
+        return (
+            "The manifest cannot be computed again: restore it from a copy of the run "
+            "(its snapshots/ and samples/ are left as they are)."
+        )
+    if parent == "snapshots":
+        return (
+            "Recorder data cannot be computed again: restore it from a copy of the run, or "
+            "delete the snapshot's .json and .npz to read the run without it."
+        )
+    if grandparent == "samples":
+        return (
+            "Recorder data cannot be computed again: restore it from a copy of the run; until "
+            "then that layer's maps and findings cannot be computed."
+        )
+    if path.name == LATEST_FINDINGS or {parent, grandparent} & {"maps", "views", "findings"}:
+        return "Delete it and run `deepeyes maps RUN` to write it again."
+    return "Restore it from a copy, or write it again."
+
+
+def damaged(path, problem: str) -> DamagedFileError:
+    return DamagedFileError(f"{path} is damaged ({problem}). {damage_advice(path)}")
+
+
 def read_json(path):
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    """A JSON file; :class:`DamagedFileError` (naming it) if it is empty, truncated or corrupt."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if not data.strip():
+        raise damaged(path, f"{'empty' if not data else 'blank'}: {len(data)} bytes")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise damaged(path, f"not UTF-8 text: byte {err.start} of {len(data)}") from None
+    except json.JSONDecodeError as err:
+        problem = f"not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+        raise damaged(path, f"{problem}, {len(data)} bytes") from None
 
 
-def read_npz(path) -> dict[str, np.ndarray]:
-    """Every array of an .npz, read into memory (the file is closed on return)."""
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+def looks_complete_json(path) -> bool:
+    """A cheap check (two reads of a few bytes) that a JSON object file is whole: it starts with
+    ``{`` and ends with ``}``. Catches empty, truncated and overwritten files without parsing
+    a multi-megabyte chart spec."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64).lstrip()
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 64))
+            tail = handle.read().rstrip()
+    except OSError:
+        return False
+    return head.startswith(b"{") and tail.endswith(b"}")
+
+
+def npz_problem(err: BaseException) -> str:
+    """The reason an .npz could not be read, in words."""
+    if isinstance(err, EOFError) or "pickled" in str(err):  # NumPy's guess for a non-zip file
+        return "not an .npz archive"
+    return f"{type(err).__name__}: {err}"
+
+
+NPZ_ERRORS = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+"""What NumPy and zipfile raise for an .npz that is not whole (FileNotFoundError and
+PermissionError are re-raised as they are)."""
+
+
+def read_npz(path, names=None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz (``names``, default all), read into memory; the file is closed.
+
+    Raises:
+        FileNotFoundError: no such file.
+        DamagedFileError: the file is not a readable .npz, or lacks one of ``names`` (the
+            message names the file).
+    """
+    try:  # opened here, so that the file is closed even when NumPy cannot read it
+        with open(path, "rb") as handle, np.load(handle) as data:
+            return {k: data[k] for k in (data.files if names is None else names)}
+    except (FileNotFoundError, PermissionError):
+        raise
+    except NPZ_ERRORS as err:
+        raise damaged(path, f"{npz_problem(err)}; {Path(path).stat().st_size} bytes") from None
+
+
+def npz_names(path) -> list[str]:
+    """The array names of an .npz (only its index is read); errors as :func:`read_npz`."""
+    try:
+        with open(path, "rb") as handle, np.load(handle) as data:
+            return list(data.files)
+    except (FileNotFoundError, PermissionError):
+        raise
+    except NPZ_ERRORS as err:
+        raise damaged(path, f"{npz_problem(err)}; {Path(path).stat().st_size} bytes") from None
+
+
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+
+
+def _picture(match: re.Match) -> str:
+    code = ord(match.group())
+    if code < 0x20:
+        return chr(0x2400 + code)  # the Control Pictures block: U+241B is "␛"
+    return "\u2421" if code == 0x7F else "\ufffd"
+
+
+def printable(text) -> str:
+    """``text`` with every control character shown as its picture (``"␛"`` for ESC, ``"␊"``
+    for a newline; U+FFFD for the rest), for terminals, charts and Markdown: a name holding an
+    escape sequence never drives the terminal nor breaks a table row, and a chart's SVG stays
+    valid XML. No backslash escapes: Vega-Lite reads backslashes in titles as escapes again.
+    Everything else (markup, quotes, any script) is left as it is: escaping for HTML or Markdown
+    is the writer's job.
+
+    Example:
+        >>> printable("conv\\x1b[31m\\n")
+        'conv␛[31m␊'
+    """
+    return _UNPRINTABLE.sub(_picture, str(text))

@@ -18,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from deepeyes_keras.run.layout import MANIFEST, SCHEMA_VERSION, RunLayout, read_json, read_npz
+from deepeyes_keras.run.layout import (
+    MANIFEST,
+    SCHEMA_VERSION,
+    RunLayout,
+    npz_names,
+    read_json,
+    read_npz,
+)
 
 ARRAY_FIELDS = (
     "max_activation",
@@ -110,6 +117,9 @@ class Snapshot:
         self.time = record.get("time")
         self.metrics = record.get("metrics", {})
         self._loaded: dict[str, np.ndarray] = {}
+        # Opened once (only the archive's index is read): a zeroed or overwritten .npz makes the
+        # snapshot unreadable here, where load_run skips it with a warning naming the file.
+        self.array_names = set(npz_names(run.path / record["arrays"]))
         self.layers = {
             info["name"]: LayerSnapshot(self, info, record["layers"].get(info["name"], {}))
             for info in run.manifest["analysed_layers"]
@@ -123,8 +133,10 @@ class Snapshot:
         is 1 MB per snapshot).
         """
         if name not in self._loaded:
-            with np.load(self.run.path / self.record["arrays"]) as data:
-                self._loaded[name] = data[name]
+            path = self.run.path / self.record["arrays"]
+            if name not in self.array_names:
+                raise KeyError(f"{path} holds no array {name!r}")
+            self._loaded[name] = read_npz(path, names=[name])[name]
         return self._loaded[name]
 
     @property
@@ -257,10 +269,19 @@ def load_run(path) -> Run:
             "directory of one run (e.g. deepeyes_runs/<run name>)."
         )
     manifest = read_json(manifest_path)
-    if manifest.get("schema_version", 0) > SCHEMA_VERSION:
+    if not isinstance(manifest, dict):
         raise ValueError(
-            f"Run {str(path)!r} has schema version {manifest['schema_version']}, newer than this "
-            f"deepeyes_keras reads ({SCHEMA_VERSION}). Upgrade deepeyes-keras."
+            f"{manifest_path} is damaged: it holds JSON but not a DeepEyes manifest (an object "
+            "with run_name, settings, snapshots). Restore it from a copy."
+        )
+    version = manifest.get("schema_version", 0)
+    if version > SCHEMA_VERSION:
+        writer = (manifest.get("versions") or {}).get("deepeyes_keras")
+        by = f", written by deepeyes-keras {writer}" if writer else ""
+        raise ValueError(
+            f"Run {manifest.get('run_name', path.name)!r} ({path}) has schema version {version}"
+            f"{by}; this deepeyes-keras reads schema versions up to {SCHEMA_VERSION}. Upgrade "
+            "deepeyes-keras (pip install --upgrade deepeyes-keras) to read it."
         )
     run = Run(path, manifest)
     for entry in sorted(manifest.get("snapshots", []), key=lambda s: s["step"]):

@@ -64,7 +64,26 @@ def status_line(run: SiteRun) -> str:
     updated = run.manifest.get("updated")
     when = f' <span class="deepeyes-muted">updated {escape(str(updated))}</span>' if updated else ""
     css = f"deepeyes-status deepeyes-status-{escape(run.status)}"
-    return f'<p class="deepeyes-run-status"><span class="{css}">{escape(text)}</span>{when}</p>'
+    line = f'<p class="deepeyes-run-status"><span class="{css}">{escape(text)}</span>{when}</p>'
+    return line + resumed_line(run)
+
+
+def resumed_line(run: SiteRun) -> str:
+    """For a run that continues an interrupted one: which, from which step, what it replaces."""
+    link = run.manifest.get("resumed_from")
+    if not isinstance(link, dict):
+        return ""
+    superseded = link.get("superseded_steps") or []
+    replaced = (
+        f"; its snapshots at steps {', '.join(map(str, superseded))} are replaced by this run's"
+        if superseded
+        else ""
+    )
+    text = (
+        f"Continues the interrupted run {link.get('run')!s} from step {link.get('at_step')} "
+        f"(the restored model's step){replaced}."
+    )
+    return f'<p class="deepeyes-run-resumed">{escape(text)}</p>'
 
 
 def skipped_box(run: SiteRun) -> str:

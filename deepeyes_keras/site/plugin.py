@@ -29,6 +29,7 @@ This module holds the mkdocs hooks only; it is the entry point
 from __future__ import annotations
 
 import json
+import re
 from html import escape
 from pathlib import Path
 
@@ -94,8 +95,7 @@ class DeepEyesPlugin(BasePlugin[DeepEyesConfig]):
             if files.get_file_from_path(uri) is not None:
                 log.info(f"{uri} exists in docs_dir: it replaces the generated page.")
                 continue
-            # Titles go into templates unescaped (mkdocs themes do not autoescape): escape here.
-            front = f"---\ntitle: {json.dumps(escape(page.title))}\n---\n"
+            front = f"---\ntitle: {front_matter_string(page.title)}\n---\n"
             files.append(
                 File.generated(config, uri, content=front, inclusion=InclusionLevel.NOT_IN_NAV)
             )
@@ -164,6 +164,25 @@ class DeepEyesPlugin(BasePlugin[DeepEyesConfig]):
 
     def _is_generated(self, page) -> bool:
         return page.file.src_uri in self._generated and bool(page.file.generated_by)
+
+
+# Characters YAML may not hold, even in a double-quoted string (json.dumps writes the C0 controls
+# as \u escapes already).
+_YAML_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufffe\uffff]")
+
+
+def front_matter_string(title: str) -> str:
+    """A page title as a YAML double-quoted string, HTML-escaped (themes do not autoescape).
+
+    Not ASCII-escaped: PyYAML cannot join the surrogate pair ``json.dumps`` writes for an emoji,
+    the metadata then fails to parse and the page is titled "Index".
+
+    Example:
+        >>> front_matter_string("<b>é 😀</b>")
+        '"&lt;b&gt;é 😀&lt;/b&gt;"'
+    """
+    text = json.dumps(escape(title), ensure_ascii=False)
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _config_root(config) -> Path:

@@ -27,7 +27,13 @@ from pathlib import Path
 
 from mkdocs.plugins import get_plugin_logger
 
-from deepeyes_keras.run.layout import MANIFEST, RunLayout, is_run_dir
+from deepeyes_keras.run.layout import (
+    MANIFEST,
+    RunLayout,
+    damage_advice,
+    is_run_dir,
+    looks_complete_json,
+)
 from deepeyes_keras.run.reader import Run, load_run
 
 log = get_plugin_logger("deepeyes")
@@ -202,9 +208,26 @@ def site_layer(site: SiteRun, layout: RunLayout, info: dict) -> SiteLayer | None
     )
     for step in site.steps:
         spec = layout.view(key, step)
-        if spec.is_file():
+        if usable_spec(spec):
             layer.views[step] = site_spec(site, layout, spec)
     return layer
+
+
+def usable_spec(spec: Path) -> bool:
+    """True for a chart spec that exists and looks whole; a warning naming a damaged one.
+
+    The check reads a few bytes (specs reach several MB; the browser parses them), so a zeroed,
+    truncated or overwritten file is left out of the site instead of failing in the page.
+    """
+    if not spec.is_file():
+        return False
+    if looks_complete_json(spec):
+        return True
+    log.warning(
+        f"{spec} is damaged (not a whole JSON object, {spec.stat().st_size} bytes): the site "
+        f"leaves it out. {damage_advice(spec)}"
+    )
+    return False
 
 
 def site_spec(site: SiteRun, layout: RunLayout, spec: Path) -> str:
@@ -232,7 +255,7 @@ def load_site_run(path: Path, *, section: str, taken: set[str]) -> SiteRun | Non
     layout = run.layout
     for name in RUN_VIEWS:
         spec = layout.view(name)
-        if site.steps and spec.is_file():
+        if site.steps and usable_spec(spec):
             setattr(site, name, site_spec(site, layout, spec))
     for info in run.manifest.get("analysed_layers") or []:
         layer = site_layer(site, layout, info)
