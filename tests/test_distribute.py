@@ -258,7 +258,7 @@ TWO_WORKERS = textwrap.dedent(
         print("UPSTREAM FIT OK", flush=True)
     except ValueError as err:
         print("UPSTREAM ValueError:", str(err)[:120], flush=True)
-    try:  # with DeepEyes: today fit fails before it calls set_model, so upstream's error shows
+    try:  # with DeepEyes: refused when the callback is made (TF_CONFIG), before fit's own failure
         cb = DeepEyesCallback(log_dir=sys.argv[1], maps=False, verbose=0)
         model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])
         print("WITH DEEPEYES FIT OK", flush=True)
@@ -320,3 +320,14 @@ def test_two_real_workers_fail_upstream_without_deepeyes(tmp_path):
         ), shown
     assert all(p.returncode == 0 for p in procs), shown
     assert not any((tmp_path / f"runs-{i}").exists() for i in range(2)), "DeepEyes wrote a run"
+
+
+def test_the_callback_refuses_a_two_worker_tf_config_when_made(tmp_path, monkeypatch):
+    # Keras' fit fails upstream before set_model runs: the refusal comes when the callback is made.
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"], "evaluator": ["127.0.0.1:3"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker"}}))
+    with pytest.raises(NotImplementedError, match=r"TF_CONFIG spans 2 training processes"):
+        DeepEyesCallback(log_dir=tmp_path, maps=False, verbose=0)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1"]}}))
+    DeepEyesCallback(log_dir=tmp_path, maps=False, verbose=0)  # one worker: fine

@@ -36,7 +36,7 @@ from deepeyes_keras.record.arguments import (
 )
 from deepeyes_keras.record.budget import MEMORY_BUDGET_MB, left_out_message
 from deepeyes_keras.record.describe import model_config, model_manifest, run_manifest, utc_now
-from deepeyes_keras.record.distribute import check_single_worker, is_chief
+from deepeyes_keras.record.distribute import check_single_worker, check_single_worker_env, is_chief
 from deepeyes_keras.record.recorder import Recorder
 from deepeyes_keras.record.resume import dated_name, plan_run, restored_step
 from deepeyes_keras.record.schedule import is_measured_step, is_snapshot_step
@@ -130,6 +130,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
         verbose=1,
     ):
         super().__init__()
+        check_single_worker_env()  # multi-worker fit fails upstream before set_model is reached
         self.log_dir = check_log_dir(log_dir)
         self.run_name = check_run_name(run_name)
         self.layers = check_layers(layers)

@@ -15,6 +15,9 @@ of one machine works (``tests/test_callback.py``), and so does a one-task
 
 from __future__ import annotations
 
+import json
+import os
+
 UPSTREAM_ISSUES = (
     "https://github.com/keras-team/keras/issues/20585",
     "https://github.com/tensorflow/tensorflow/issues/72388",
@@ -34,8 +37,7 @@ def cluster_spec(strategy) -> dict:
 
 def training_tasks(strategy) -> int:
     """How many processes train together under ``strategy`` (1 on one machine)."""
-    jobs = cluster_spec(strategy)
-    return max(1, sum(len(tasks) for job, tasks in jobs.items() if job not in NOT_TRAINING))
+    return _tasks(cluster_spec(strategy))
 
 
 def is_multi_worker(strategy) -> bool:
@@ -45,12 +47,42 @@ def is_multi_worker(strategy) -> bool:
 
 def multi_worker_message(strategy) -> str:
     """Why a multi-worker strategy is refused, what works today, and what is ready."""
-    jobs = cluster_spec(strategy)
+    what = f"this model's strategy ({type(strategy).__name__})"
+    return cluster_message(cluster_spec(strategy), what)
+
+
+def _tasks(jobs: dict) -> int:
+    return max(1, sum(len(tasks) for job, tasks in jobs.items() if job not in NOT_TRAINING))
+
+
+def tf_config_cluster() -> dict:
+    """The cluster the ``TF_CONFIG`` environment variable describes ({} without one)."""
+    try:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except ValueError:
+        return {}
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    return {j: list(t) for j, t in cluster.items()} if isinstance(cluster, dict) else {}
+
+
+def check_single_worker_env() -> None:
+    """Raises NotImplementedError when ``TF_CONFIG`` describes a multi-worker training.
+
+    Called when the callback is made: Keras' fit() with a multi-worker strategy fails upstream
+    before any callback's ``set_model`` runs, so this is where a clear message can come first.
+    """
+    jobs = tf_config_cluster()
+    if _tasks(jobs) > 1:
+        raise NotImplementedError(cluster_message(jobs, "TF_CONFIG"))
+
+
+def cluster_message(jobs: dict, what: str) -> str:
+    """The refusal text for a cluster of ``jobs`` described by ``what``."""
     cluster = ", ".join(f"{job}: {len(tasks)}" for job, tasks in sorted(jobs.items()))
     return (
-        f"DeepEyesCallback does not record multi-worker training yet: this model's strategy "
-        f"({type(strategy).__name__}) spans {training_tasks(strategy)} training processes "
-        f"(cluster {cluster}). Keras 3's fit() with a multi-worker strategy on TensorFlow fails "
+        f"DeepEyesCallback does not record multi-worker training yet: {what} "
+        f"spans {_tasks(jobs)} training processes (cluster {cluster}). Keras 3's fit() with a "
+        "multi-worker strategy on TensorFlow fails "
         "upstream even without DeepEyes ('ValueError: Attempt to convert a value (PerReplica "
         f"...) with an unsupported type ... to a Tensor'; see {UPSTREAM_ISSUES[0]} and "
         f"{UPSTREAM_ISSUES[1]}). What works today: tf.distribute.MirroredStrategy over the "
