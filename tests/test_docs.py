@@ -11,7 +11,9 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_docs_build_strict_without_any_runs(tmp_path):
+def build_docs(tmp_path, *, published: bool) -> str:
+    """Builds the project's docs with no runs (and the committed published views, or none) with
+    --strict; returns the MNIST case-study page."""
     config = yaml.safe_load((REPO / "mkdocs.yml").read_text())
     config["docs_dir"] = str(REPO / config["docs_dir"])
     config["site_dir"] = str(tmp_path / "site")
@@ -20,8 +22,8 @@ def test_docs_build_strict_without_any_runs(tmp_path):
     for plugin in config["plugins"]:
         if isinstance(plugin, dict) and "deepeyes" in plugin:
             plugin["deepeyes"]["runs"] = [str(empty)]
-            published = plugin["deepeyes"].get("published") or []
-            plugin["deepeyes"]["published"] = [str(REPO / p) for p in published]
+            listed = (plugin["deepeyes"].get("published") or []) if published else []
+            plugin["deepeyes"]["published"] = [str(REPO / p) for p in listed]
     (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(config))
     build = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(tmp_path / "mkdocs.yml")],
@@ -29,7 +31,11 @@ def test_docs_build_strict_without_any_runs(tmp_path):
         text=True,
     )
     assert build.returncode == 0, build.stderr
-    case_study = (tmp_path / "site" / "case-studies" / "mnist-lenet" / "index.html").read_text()
+    return (tmp_path / "site" / "case-studies" / "mnist-lenet" / "index.html").read_text()
+
+
+def test_docs_build_strict_without_any_runs(tmp_path):
+    case_study = build_docs(tmp_path, published=True)
     # Every chart of the case study is there, from the published views committed to the
     # repository (the runs are not: 30-80 MB each).
     assert case_study.count('class="deepeyes-figure"') == 10
@@ -40,21 +46,7 @@ def test_docs_build_strict_without_any_runs(tmp_path):
 
 
 def test_docs_without_published_views_say_how_to_make_the_runs(tmp_path):
-    config = yaml.safe_load((REPO / "mkdocs.yml").read_text())
-    config["docs_dir"] = str(REPO / config["docs_dir"])
-    config["site_dir"] = str(tmp_path / "site")
-    for plugin in config["plugins"]:
-        if isinstance(plugin, dict) and "deepeyes" in plugin:
-            plugin["deepeyes"]["runs"] = [str(tmp_path / "none")]
-            plugin["deepeyes"]["published"] = []
-    (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(config))
-    build = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(tmp_path / "mkdocs.yml")],
-        capture_output=True,
-        text=True,
-    )
-    assert build.returncode == 0, build.stderr
-    case_study = (tmp_path / "site" / "case-studies" / "mnist-lenet" / "index.html").read_text()
+    case_study = build_docs(tmp_path, published=False)
     assert case_study.count("case_studies/mnist_lenet/run.py (about 10 minutes") == 10
 
 
