@@ -32,7 +32,8 @@ from deepeyes_keras.record.reservoir import Reservoir
 from deepeyes_keras.record.statistics import LayerStatistics
 from deepeyes_keras.record.taps import LayerTap, shrink_patches, tap_model, tap_tensors
 
-_FLOAT16_MAX = 65504.0
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+"""Largest float16: bulk columns (descriptors, patches) are kept and stored as float16."""
 
 
 def labels_from_targets(y, n_labels: int) -> tf.Tensor:
@@ -326,7 +327,7 @@ def _is_distributed(strategy) -> bool:
 def _half(x: tf.Tensor) -> tf.Tensor:
     """float32 to float16 without overflow: non-finite values become 0, the rest is clipped."""
     x = tf.where(tf.math.is_finite(x), x, tf.zeros_like(x))
-    return tf.cast(tf.clip_by_value(x, -_FLOAT16_MAX, _FLOAT16_MAX), tf.float16)
+    return tf.cast(tf.clip_by_value(x, -FLOAT16_MAX, FLOAT16_MAX), tf.float16)
 
 
 def _static_shape(model, tensor) -> tuple[int, ...]:

@@ -23,18 +23,16 @@ from collections.abc import Mapping
 import numpy as np
 
 from deepeyes_keras.record.describe import utc_now
-from deepeyes_keras.record.recorder import Recorder
+from deepeyes_keras.record.recorder import FLOAT16_MAX, Recorder
 from deepeyes_keras.record.statistics import finalize
 from deepeyes_keras.record.taps import LayerTap
 from deepeyes_keras.run.layout import layer_key
 
-_FLOAT16_MAX = float(np.finfo(np.float16).max)
-
 
 def _as_float16(a: np.ndarray) -> np.ndarray:
     """Bulk columns are stored as float16; non-finite values become 0 or the float16 bounds."""
-    a = np.nan_to_num(a, nan=0.0, posinf=_FLOAT16_MAX, neginf=-_FLOAT16_MAX)
-    return np.clip(a, -_FLOAT16_MAX, _FLOAT16_MAX).astype(np.float16)
+    a = np.nan_to_num(a, nan=0.0, posinf=FLOAT16_MAX, neginf=-FLOAT16_MAX)
+    return np.clip(a, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
 
 
 def input_boxes(tap: LayerTap, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

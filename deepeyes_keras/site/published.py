@@ -20,7 +20,7 @@ from pathlib import Path
 from mkdocs.plugins import get_plugin_logger
 
 from deepeyes_keras.run.layout import PublishedLayout, is_published_dir, read_json
-from deepeyes_keras.site.runs import LAYER_KEY, SiteLayer, SiteRun, slug_for
+from deepeyes_keras.site.runs import SiteRun, layer_of, slug_for
 
 log = get_plugin_logger("deepeyes")
 
@@ -73,16 +73,9 @@ def load_published_run(path: Path, *, section: str, taken: set[str]) -> SiteRun 
         if name in views:
             setattr(site, name, spec(views[name]))
     for info in entry.get("layers") or []:
-        key = str(info.get("key", ""))
-        if not LAYER_KEY.match(key):
+        layer = layer_of(info, where=f"Published run {path}")
+        if layer is None:
             continue
-        layer = SiteLayer(
-            key=key,
-            name=str(info.get("name", key)),
-            kind=str(info.get("kind", "")),
-            n_filters=int(info.get("n_filters") or 0),
-            info=info,
-        )
         for item in views.values():
             if item.get("layer") == layer.name and (uri := spec(item)):
                 layer.views[int(item["step"])] = uri

@@ -189,23 +189,31 @@ def read_run(path: Path) -> Run | None:
     return run
 
 
-def site_layer(site: SiteRun, layout: RunLayout, info: dict) -> SiteLayer | None:
-    """An analysed layer of the manifest with its layer views; None (and a warning) if its key
-    is invalid."""
+def layer_of(info: dict, *, where: str) -> SiteLayer | None:
+    """A SiteLayer (no views yet) of a manifest's layer entry; None, and a warning starting with
+    ``where``, if its key is invalid (keys reach paths: never trust them blindly)."""
     key = str(info.get("key", ""))
-    if not LAYER_KEY.match(key):  # keys reach paths: never trust them blindly
+    if not LAYER_KEY.match(key):
         log.warning(
-            f"Run {site.path}: layer {info.get('name')!r} has an invalid key {key!r}; "
-            "it is left out."
+            f"{where}: layer {info.get('name')!r} has an invalid key {key!r}; it is left out."
         )
         return None
-    layer = SiteLayer(
+    return SiteLayer(
         key=key,
         name=str(info.get("name", key)),
         kind=str(info.get("kind", "")),
         n_filters=int(info.get("n_filters") or 0),
         info=info,
     )
+
+
+def site_layer(site: SiteRun, layout: RunLayout, info: dict) -> SiteLayer | None:
+    """An analysed layer of the manifest with its layer views; None (and a warning) if its key
+    is invalid."""
+    layer = layer_of(info, where=f"Run {site.path}")
+    if layer is None:
+        return None
+    key = layer.key
     for step in site.steps:
         spec = layout.view(key, step)
         if usable_spec(spec):
