@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 # ../shared/data/mnist.npz beside the checkout (as in CI), whatever the working directory.
 DEFAULT_MNIST = os.environ.get("DEEPEYES_MNIST") or os.path.normpath(
     REPO / ".." / "shared" / "data" / "mnist.npz")
-MODELS = ("lenet", "vgg", "dense")
+MODELS = ("lenet", "vgg", "dense", "resnet", "mobilenet")
 
 
 def quiet_tensorflow() -> None:
@@ -134,6 +134,10 @@ def load_data(model: str, *, mnist: str = DEFAULT_MNIST, n: int | None = None, s
         x, y = synthetic_images(n, seed=seed)
         return x, y, (f"synthetic CIFAR-like images ({n:,}, 32x32x3, 10 classes: a smooth random "
                       "template per class, shifted, plus noise)")
+    if model in ("resnet", "mobilenet"):
+        n = n or 10_000
+        x, y = synthetic_images(n, seed=seed)
+        return x, y, (f"synthetic CIFAR-like images ({n:,}, 32x32x3, 10 classes, as for vgg)")
     if model == "dense":
         n = n or 50_000
         x, y = tabular(n, seed=seed)
@@ -173,7 +177,8 @@ def tabular(n: int, *, seed: int = 0):
 
 
 def build_model(model: str, *, seed: int = 0):
-    """A compiled benchmark model: the paper's LeNet, a VGG-style CNN or a dense MLP."""
+    """A compiled benchmark model: the paper's LeNet, a VGG-style CNN, a dense MLP, a small
+    ResNet (BatchNorm, residual adds) or keras.applications' MobileNetV2."""
     import keras
 
     if model == "lenet":
@@ -200,6 +205,11 @@ def build_model(model: str, *, seed: int = 0):
             keras.layers.Dense(10, kernel_initializer=init(i + 1), name="logits"),
         ]
         net = keras.Sequential(layers, name="vgg_small")
+    elif model == "resnet":
+        net = small_resnet(init)
+    elif model == "mobilenet":
+        net = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), alpha=0.35,
+                                             classes=10, classifier_activation=None)
     elif model == "dense":
         net = keras.Sequential([
             keras.Input((54,)),
@@ -216,11 +226,41 @@ def build_model(model: str, *, seed: int = 0):
     return net
 
 
+def small_resnet(init):
+    """A small ResNet: a 3x3 stem, three residual stages (16, 32, 64) of one basic block each
+    (conv-BN-ReLU-conv-BN, added to the identity or a strided 1x1 projection), global pooling."""
+    import keras
+    from keras import layers as L
+
+    x = inputs = keras.Input((32, 32, 3))
+    x = L.Conv2D(16, 3, padding="same", use_bias=False, kernel_initializer=init(0), name="stem")(x)
+    x = L.ReLU(name="stem_relu")(L.BatchNormalization(name="stem_bn")(x))
+    for i, filters in enumerate((16, 32, 64), start=1):
+        stride = 1 if i == 1 else 2
+        y = L.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
+                     kernel_initializer=init(10 * i), name=f"block{i}_conv1")(x)
+        y = L.ReLU(name=f"block{i}_relu1")(L.BatchNormalization(name=f"block{i}_bn1")(y))
+        y = L.Conv2D(filters, 3, padding="same", use_bias=False,
+                     kernel_initializer=init(10 * i + 1), name=f"block{i}_conv2")(y)
+        y = L.BatchNormalization(name=f"block{i}_bn2")(y)
+        if stride != 1 or x.shape[-1] != filters:
+            x = L.Conv2D(filters, 1, strides=stride, use_bias=False,
+                         kernel_initializer=init(10 * i + 2), name=f"block{i}_proj")(x)
+        x = L.ReLU(name=f"block{i}_out")(L.Add(name=f"block{i}_add")([x, y]))
+    x = L.GlobalAveragePooling2D(name="pool")(x)
+    outputs = L.Dense(10, kernel_initializer=init(99), name="logits")(x)
+    return keras.Model(inputs, outputs, name="resnet_small")
+
+
 def describe_model(model: str, net) -> str:
     names = {"lenet": "Caffe LeNet (the case study's recipe)",
              "vgg": "VGG-style CNN (3x3 convs 16-16, 32-32, 64-64 with ReLU, max-pool after each "
                     "pair; dense 128, 10)",
-             "dense": "dense MLP (512-256-128-7, ReLU)"}
+             "dense": "dense MLP (512-256-128-7, ReLU)",
+             "resnet": "small ResNet (3x3 stem 16; basic blocks 16, 32, 64 with BatchNorm and "
+                       "residual adds; global pooling; dense 10)",
+             "mobilenet": "keras.applications.MobileNetV2 (alpha 0.35, 32x32, weights=None, "
+                          "10 classes)"}
     return f"{names[model]}, {net.count_params():,} parameters"
 
 

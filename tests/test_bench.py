@@ -92,3 +92,10 @@ def test_profile_fit_quick():
 def test_architectures_quick():
     out = run_script("architectures.py")
     assert "**MobileNetV2**" in out and "layers watched" in out
+
+
+@pytest.mark.slow
+@needs_mnist
+def test_busy_quick():
+    out = run_script("busy.py")
+    assert "| quiet |" in out and "| busy |" in out and "Target: CPU per map" in out

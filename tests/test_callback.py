@@ -475,3 +475,30 @@ def test_a_new_callback_never_overwrites_an_existing_run(tmp_path):
     with pytest.raises(FileExistsError, match="already holds a finished run"):
         small_cnn().fit(x, y, verbose=0, callbacks=[callback(tmp_path)])
     assert load_run(tmp_path / "runs" / "run").status == "finished"
+
+
+def test_a_second_fit_traces_nothing_again(tmp_path):
+    """Issue 15: the one-off cost is paid once. The measurement is traced once for the callback,
+    the wrapped train step is compiled once, and a plain fit after it reuses the model's own
+    compiled step; compiling the model again gives fresh functions (the old ones are stale)."""
+    x, y = images(32)
+    model = small_cnn()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # the model's own compiled step
+    own = model.train_function
+    cb = callback(tmp_path, snapshot_every=3)
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])
+    wrapped = cb._hook._kept["wrapped"]
+    assert wrapped is not own and model.train_function is own  # given back after fit
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])
+    assert cb._recorder.measure.experimental_get_tracing_count() == 1
+    assert cb._hook._kept["wrapped"] is wrapped  # not compiled again
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert model.train_function is own
+    run = load_run(tmp_path / "runs" / "run")
+    # steps follow the model's (4 plain steps came first); the plain fit after recorded nothing
+    assert run.metrics()["step"] == list(range(5, 13))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[cb])
+    assert cb._hook._kept["wrapped"] is not wrapped  # recompiled: the new optimizer is used
+    assert len(model.optimizer.variables) > 1  # adam's slots exist: its step really ran
+    assert len(load_run(tmp_path / "runs" / "run").metrics()["step"]) == 12

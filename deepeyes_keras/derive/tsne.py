@@ -16,6 +16,11 @@ METHODS = ("auto", "opentsne", "sklearn")
 # Threads of one embedding. The maps worker sets DEEPEYES_MAP_THREADS for its process; 2 suits
 # the 2-core machines this was tuned on (more threads only add contention there).
 THREADS = max(1, int(os.environ.get("DEEPEYES_MAP_THREADS", "2") or 2))
+# Below this many idle cores (measured just before an embedding), the embedding runs on one
+# thread: openTSNE's and OpenBLAS's threads spin while they wait for each other, so on contended
+# cores two threads burned ~7x the CPU of one for the same maps (issue 15, measured).
+IDLE_PER_THREAD = 0.75
+IDLE_SAMPLE_SECONDS = 0.2
 EARLY_ITERS, EARLY_FACTOR = 250, 12.0  # openTSNE's and scikit-learn's early exaggeration
 # Exact neighbours beat Annoy in speed up to ~10k points, and make the affinities deterministic.
 EXACT_NEIGHBOURS_MAX = 10_000
@@ -27,26 +32,119 @@ FFT_FROM = 10_000
 INIT_STD, JITTER = 1e-4, 0.01
 
 
+def _cpu_times() -> tuple[float, float] | None:
+    """(idle, total) jiffies of all CPUs from /proc/stat; None where there is no /proc."""
+    try:
+        with open("/proc/stat") as handle:
+            fields = [float(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 4:
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return idle, sum(fields[:8])
+
+
+_last_sample: list = []  # [(idle jiffies, total jiffies, own CPU seconds, monotonic time)]
+
+
+def _sample() -> tuple[float, float, float, float] | None:
+    import time
+
+    times = _cpu_times()
+    if times is None:
+        return None
+    own = os.times()
+    return times[0], times[1], own.user + own.system, time.monotonic()
+
+
+def idle_cores(seconds: float = IDLE_SAMPLE_SECONDS) -> float:
+    """How many cores other processes have left idle lately, from /proc/stat.
+
+    Measured since the previous call (this process's own CPU time taken out, so the embeddings
+    themselves do not count as contention); the first call, or one after a long pause, samples
+    for ``seconds``. Without /proc the 1-minute load average stands in.
+    """
+    import time
+
+    cores = os.cpu_count() or 1
+    now = _sample()
+    if now is None:
+        try:
+            return max(0.0, cores - os.getloadavg()[0])
+        except OSError:
+            return float(cores)
+    last = _last_sample[0] if _last_sample else None
+    if last is None or now[3] - last[3] > 60.0 or now[3] - last[3] < 0.05:
+        last = now
+        time.sleep(seconds)
+        now = _sample()
+    _last_sample[:] = [now]
+    total = now[1] - last[1]
+    if total <= 0:
+        return float(cores)
+    jiffy = total / (cores * max(now[3] - last[3], 1e-9))  # jiffies per core-second
+    busy_others = (total - (now[0] - last[0])) - (now[2] - last[2]) * jiffy
+    return min(float(cores), max(0.0, cores * (1.0 - busy_others / total)))
+
+
+def threads_now(wanted: int | None = None, idle: float | None = None) -> int:
+    """Threads for the next embedding: ``wanted`` (default THREADS) when that many cores are
+    about idle (``IDLE_PER_THREAD`` each), else one. ``DEEPEYES_MAP_THREADS_ADAPT=0`` in the
+    environment keeps ``wanted`` whatever the load (the benchmark's before-and-after knob)."""
+    wanted = THREADS if wanted is None else max(1, int(wanted))
+    if wanted == 1 or os.environ.get("DEEPEYES_MAP_THREADS_ADAPT") == "0":  # "0": fixed count
+        return wanted
+    idle = idle_cores() if idle is None else idle
+    return wanted if idle >= IDLE_PER_THREAD * wanted else 1
+
+
+class _limited_threads:
+    """Runs the block on ``n`` threads: openTSNE's n_jobs and the BLAS/OpenMP pools."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self._limits = None
+
+    def __enter__(self):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # scikit-learn brings threadpoolctl; without it only n_jobs changes
+            return self
+        self._limits = threadpool_limits(limits=self.n)
+        return self
+
+    def __exit__(self, *exc):
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+
+
 def input_phases(early_iter: int, n_iter: int) -> list[tuple[int, float, float]]:
     """The input map's phases as (iterations, exaggeration, momentum); empty ones left out."""
     phases = [(early_iter, EARLY_FACTOR, 0.8), (n_iter, 1.0, 0.8)]
     return [phase for phase in phases if phase[0] > 0]
 
 
-def tsne_embedding(data, metric, perplexity, y0, seed):
+def tsne_embedding(data, metric, perplexity, y0, seed, threads: int | None = None):
     """openTSNE affinities and starting embedding, with this module's neighbours and gradient."""
     from openTSNE import TSNEEmbedding, affinity
 
     n = data.shape[0]
     neighbours = "exact" if n <= EXACT_NEIGHBOURS_MAX else "annoy"
     gradient = "fft" if n >= FFT_FROM else "bh"
-    jobs = dict(n_jobs=THREADS, random_state=seed)
+    jobs = dict(n_jobs=THREADS if threads is None else threads, random_state=seed)
     aff = affinity.PerplexityBasedNN(data, perplexity, metric=metric, method=neighbours, **jobs)
     return TSNEEmbedding(y0, aff, negative_gradient_method=gradient, **jobs)
 
 
 def run_opentsne(data, metric, perplexity, y0, seed, phases, report) -> np.ndarray:
-    emb = tsne_embedding(data, metric, perplexity, y0, seed)
+    n = threads_now()
+    with _limited_threads(n):
+        return _run_opentsne(data, metric, perplexity, y0, seed, phases, report, n)
+
+
+def _run_opentsne(data, metric, perplexity, y0, seed, phases, report, threads) -> np.ndarray:
+    emb = tsne_embedding(data, metric, perplexity, y0, seed, threads)
     total, done = sum(p[0] for p in phases), 0
     for iters, factor, momentum in phases:
 
@@ -65,9 +163,11 @@ def run_sklearn(data, metric, perplexity, y0, seed, early, max_iter) -> np.ndarr
     from sklearn.manifold import TSNE
 
     schedule = dict(perplexity=perplexity, early_exaggeration=early, max_iter=max_iter)
-    tsne = TSNE(2, metric=metric, init=y0.copy(), random_state=seed, n_jobs=THREADS, **schedule)
+    n = threads_now()
+    tsne = TSNE(2, metric=metric, init=y0.copy(), random_state=seed, n_jobs=n, **schedule)
     # Copies: scikit-learn optimises ``init`` in place and may square a precomputed matrix in place.
-    return np.asarray(tsne.fit_transform(data.copy()), dtype=np.float64)
+    with _limited_threads(n):
+        return np.asarray(tsne.fit_transform(data.copy()), dtype=np.float64)
 
 
 def resolve_method(method: str) -> str:

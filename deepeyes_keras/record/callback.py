@@ -2,7 +2,8 @@
 
 The callback checks its arguments (``deepeyes_keras/record/arguments.py``) and the layers to
 analyse (``deepeyes_keras/record/selection.py``), and wraps the model's train step so that the
-recorder (``deepeyes_keras/record/recorder.py``) captures a few images of each batch. It measures
+recorder (``deepeyes_keras/record/recorder.py``) captures a few images of each batch (the wrapper
+and the compiled functions kept across fits: ``deepeyes_keras/record/step_hook.py``). It measures
 them on the steps that ``deepeyes_keras/record/schedule.py`` picks and, on snapshot steps, writes
 a snapshot (``deepeyes_keras/record/snapshot.py``) into the run directory through
 ``deepeyes_keras/run/writer.py``; ``deepeyes_keras/record/describe.py`` builds the manifest's
@@ -42,6 +43,7 @@ from deepeyes_keras.record.resume import dated_name, plan_run, restored_step
 from deepeyes_keras.record.schedule import is_measured_step, is_snapshot_step
 from deepeyes_keras.record.selection import check_graph_model, resolve_layers
 from deepeyes_keras.record.snapshot import SnapshotAssembler, snapshot_record
+from deepeyes_keras.record.step_hook import StepHook
 from deepeyes_keras.run.writer import RunWriter
 
 
@@ -173,6 +175,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
         self._previous_worker = None
         self._seen_step = 0
         self._epoch_base = 0
+        self._hook = StepHook(self, self._capture)  # record/step_hook.py
 
     @property
     def run_dir(self) -> Path | None:
@@ -198,7 +201,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
         self._is_writer = is_chief(model.distribute_strategy)
         if model.built and self._recorder is None:
             self._ensure_recorder()
-        self._install(model)
+        self._hook.install(model)
 
     def on_train_begin(self, logs=None):
         self._fit_start = time.perf_counter()
@@ -277,7 +280,7 @@ class DeepEyesCallback(keras.callbacks.Callback):
             if self.verbose:
                 n = len(self._writer.manifest["snapshots"])
                 print(f"DeepEyes: {n} snapshots in {self._writer.run_dir}")
-        self._uninstall(model)
+        self._hook.uninstall(model)
 
     def _maps_now(self) -> bool:
         """Whether maps are computed while training runs (see ``maps_during_training``)."""
@@ -298,26 +301,9 @@ class DeepEyesCallback(keras.callbacks.Callback):
 
     # -- capture inside the train step ---------------------------------------------------------
 
-    def _install(self, model):
-        if getattr(model.train_step, "_deepeyes_callback", None) is self:
-            return
-        original = getattr(model.train_step, "_deepeyes_original", model.train_step)
-
-        def train_step(data):
-            logs = original(data)
-            recorder = self._ensure_recorder()
-            recorder.capture(self._probe if self._probe is not None else data)
-            return logs
-
-        train_step._deepeyes_original = original
-        train_step._deepeyes_callback = self
-        model.train_step = train_step
-        model.train_function = None  # make fit() trace the wrapped step
-
-    def _uninstall(self, model):
-        if model is not None and "train_step" in vars(model):
-            del model.train_step
-            model.train_function = None
+    def _capture(self, data):
+        recorder = self._ensure_recorder()
+        recorder.capture(self._probe if self._probe is not None else data)
 
     def _ensure_recorder(self) -> Recorder:
         if self._recorder is None:
