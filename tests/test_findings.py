@@ -124,3 +124,25 @@ def test_t4_width_finding_carries_the_rule_and_its_evidence():
     assert t4["signal_rank"] == 6 and t4["suggested_width"] == 12 and t4["oversized"]
     assert len(t4["cumulative_variance"]) == 80 and t4["cumulative_variance"][-1] == 1.0
     assert "verify by retraining" in t4["text"]
+
+
+def test_t5_a_dense_layer_after_the_conv_stack_that_adds_nothing_to_its_input_is_proposed():
+    # The paper's AMIDA shape: fc1 follows a Flatten of conv4; its input already separates.
+    spec = [("conv3", "conv2d", 0.66), ("conv4", "conv2d", 0.72), ("fc1", "dense", 0.962)]
+    layers = t5_layers(spec + [("fc2", "dense", 0.963)])
+    layers["fc1"]["T5"]["input_accuracy"] = 0.958
+    depth, suggestions = fd.depth_suggestions(Names(list(layers)), layers, T)
+    assert [s.get("remove") for s in suggestions] == [["fc1"]]
+    assert "over its input (0.958 on fc1 (input))" in suggestions[0]["text"]
+    assert layers["fc1"]["T5"]["input_gain"] == pytest.approx(0.004)
+    assert layers["fc1"]["T5"]["gain"] == pytest.approx(0.242)  # over conv4, as before
+    assert depth["saturated_at"] == "fc1 (input)"
+
+
+def test_t5_a_dense_layer_that_adds_separability_to_its_input_is_kept():
+    spec = [("conv4", "conv2d", 0.72), ("fc1", "dense", 0.96), ("fc2", "dense", 0.965)]
+    layers = t5_layers(spec)
+    layers["fc1"]["T5"]["input_accuracy"] = 0.90  # LeNet-like: fc1 adds 0.06 to its input
+    _, suggestions = fd.depth_suggestions(Names(list(layers)), layers, T)
+    assert suggestions == []
+    assert not layers["fc1"]["T5"]["removable"] and not layers["fc1"]["T5"]["after_saturation"]

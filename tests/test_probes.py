@@ -149,3 +149,71 @@ def test_probe_of_a_wide_layer_on_few_instances_projects_within_the_fold():
     x = rng.normal(size=(50, 300)) + 3.0 * y[:, None]
     result = pr.probe(x, y)
     assert result.linear is not None and result.linear > 0.9
+
+
+# --- what a layer adds to its input ----------------------------------------------------------
+
+
+def test_input_probe_enters_the_depth_sequence_before_its_layer():
+    n = pr.necessity([("conv4", 0.70), ("fc1", 0.955), ("out", 0.96)], inputs={"fc1": 0.95})
+    fc1 = n.layers[1]
+    assert fc1.input_accuracy == pytest.approx(0.95)
+    assert fc1.input_gain == pytest.approx(0.005) and fc1.gain == pytest.approx(0.255)
+    assert fc1.removable  # judged on its input gain, not on the pooled conv4 probe
+    assert n.saturated_at == pr.input_entry("fc1") == "fc1 (input)"
+    assert fc1.after_saturation  # its own input already saturates
+    assert any(r.startswith("fc1 gains +0.005 over its input") for r in n.reasons)
+    # A dense layer that adds separability to its input is kept.
+    kept = pr.necessity([("conv4", 0.70), ("fc1", 0.95), ("out", 0.955)], inputs={"fc1": 0.80})
+    assert kept.layers[1].input_gain == pytest.approx(0.15)
+    assert not kept.layers[1].removable and not kept.layers[1].after_saturation
+    assert kept.saturated_at == "fc1"
+    # Without inputs the rule is the gain over the layer before, as it always was.
+    plain = pr.necessity([("conv4", 0.70), ("fc1", 0.955), ("out", 0.96)])
+    assert plain.layers[1].input_gain is None and not plain.layers[1].removable
+
+
+def test_input_probes_must_name_layers():
+    with pytest.raises(ValueError, match=r"input probes of \['fc9'\]"):
+        pr.necessity([("fc1", 0.9), ("out", 0.95)], inputs={"fc9": 0.9})
+
+
+def _two_rings(rng, n):
+    """Labels by radius: not linearly separable in the plane, separable after a ReLU layer."""
+    y = np.repeat([0, 1], n // 2)
+    radius = np.where(y == 0, 1.0, 3.0) + 0.2 * rng.normal(size=n)
+    angle = rng.uniform(0, 2 * np.pi, n)
+    return np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1), y
+
+
+def test_ground_truth_a_layer_that_only_mixes_its_input_is_flagged_one_that_separates_is_not():
+    rng = np.random.default_rng(4)
+    # (a) Linearly separable input; the layer is an invertible linear map of it: adds nothing.
+    y = np.repeat([0, 1], 300)
+    given = rng.normal(size=(600, 20)) + 1.5 * y[:, None] * (np.arange(20) < 3)
+    mixed = given @ rng.normal(size=(20, 20))
+    a_in, a_out = pr.probe(given, y), pr.probe(mixed, y)
+    a = pr.necessity([("conv", 0.6), ("fc1", a_out), ("out", a_out)], inputs={"fc1": a_in})
+    assert abs(a.layers[1].input_gain) < 0.01 and a.layers[1].removable
+    # (b) Two rings: a linear probe of the input is near chance; the layer's ReLU features
+    # (|x|-like responses along many directions) make the radius linear: it adds separability.
+    rings, y = _two_rings(rng, 600)
+    w = rng.normal(size=(2, 64))
+    features = np.maximum(rings @ w, 0) + np.maximum(-rings @ w, 0)
+    b_in, b_out = pr.probe(rings, y), pr.probe(features, y)
+    assert b_in.linear < 0.7 and b_out.linear > 0.95
+    b = pr.necessity([("conv", 0.6), ("fc1", b_out), ("out", b_out)], inputs={"fc1": b_in})
+    assert b.layers[1].input_gain > 0.25 and not b.layers[1].removable
+    assert not b.layers[1].after_saturation
+
+
+def test_input_probe_keeps_the_most_recent_rows():
+    rng = np.random.default_rng(2)
+    y = np.arange(800) % 2
+    x = rng.normal(size=(800, 5))
+    x[-300:] += 4 * y[-300:, None]  # only the recent rows separate the labels
+    got = pr.input_probe(x, y, max_instances=300)
+    assert got["input_instances"] == 300 and got["input_accuracy"] > 0.95
+    ref = pr.probe(x[-300:], y[-300:])
+    assert got["input_accuracy"] == round(ref.linear, 4) and got["input_knn"] == round(ref.knn, 4)
+    assert pr.input_probe(x, y, max_instances=800)["input_accuracy"] < 0.85

@@ -434,3 +434,30 @@ def test_a_width_the_residual_graph_cannot_take_is_dropped_with_the_reason():
     assert kept.widths == {"c": 3}
     assert kept.reasons["b"].startswith("rank 1; not applied: the graph cannot take it")
     assert buildable(model, kept) == kept  # a buildable proposal is left as it is
+
+
+def test_removing_the_dense_layer_after_the_conv_stack_is_buildable_a_residual_one_is_not():
+    import keras
+
+    from deepeyes_keras.redesign.build import buildable, parameter_counts
+
+    # The paper's §5.2 shape in small: conv, Flatten, a hidden dense fc1, the output fc2.
+    inputs = keras.Input((6, 6, 1))
+    flat = keras.layers.Flatten(name="flatten")(keras.layers.Conv2D(2, 3, name="conv")(inputs))
+    hidden = keras.layers.Dense(16, activation="relu", name="fc1")(flat)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="fc2")(hidden))
+    proposal = Proposal(run="r", step=1, remove=["fc1"], reasons={"fc1": "adds nothing"})
+    assert buildable(model, proposal) == proposal
+    conv, flat_width = 3 * 3 * 2 + 2, 4 * 4 * 2
+    before, after = parameter_counts(model, proposal)
+    assert before == conv + (flat_width + 1) * 16 + (16 + 1) * 2
+    assert after == conv + (flat_width + 1) * 2
+    # A dense layer whose output is added to a wider branch cannot go: the Add would not build.
+    inputs = keras.Input((5,))
+    wide = keras.layers.Dense(8, name="wide")(inputs)
+    narrow = keras.layers.Dense(8, name="fc1")(keras.layers.Dense(3, name="d3")(inputs))
+    merged = keras.layers.Add(name="add")([wide, narrow])
+    residual = keras.Model(inputs, keras.layers.Dense(2, name="out")(merged))
+    kept = buildable(residual, Proposal(run="r", step=1, remove=["fc1"], reasons={"fc1": "x"}))
+    assert kept.remove == []
+    assert kept.reasons["fc1"].startswith("x; not applied: the graph cannot take it")

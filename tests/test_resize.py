@@ -49,3 +49,24 @@ def test_clear_errors():
         resize_model(model, remove=["fc2"])
     with pytest.raises(ValueError, match="integer"):
         resize_model(model, {"conv1": 0})
+
+
+def test_remove_the_dense_layer_that_follows_the_conv_stack():
+    # The paper's §5.2 case: conv stack, Flatten, a hidden Dense, the output Dense.
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, padding="same", name="conv"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(100, activation="relu", name="fc1"),
+            keras.layers.Dense(2, name="fc2"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    smaller = resize_model(model, remove=["fc1"])
+    conv, flat = 3 * 3 * 1 * 4 + 4, 8 * 8 * 4
+    assert model.count_params() == conv + (flat + 1) * 100 + (100 + 1) * 2
+    assert smaller.count_params() == conv + (flat + 1) * 2  # fc2 now reads the Flatten
+    assert smaller.get_layer("fc2").kernel.shape == (flat, 2)
+    assert "fc1" not in [layer.name for layer in smaller.layers]
+    assert smaller(np.zeros((3, 8, 8, 1), "float32")).shape == (3, 2)

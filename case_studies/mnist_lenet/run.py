@@ -540,9 +540,11 @@ def findings_legend(thresholds: dict) -> str:
             "vectors (a conv layer: one descriptor per image, the mean over its sampled "
             f"positions), on at most {t['probe_max_instances']} recent instances.",
             "Necessity (T5 along the depth): a hidden layer that gains less than "
-            f"{n['min_gain']} probe accuracy over the layer before, or comes after separability "
-            f"saturated (within {n['min_gain']} of the best), may be unnecessary (a removal is "
-            "proposed only for a dense layer after a dense layer); the last hidden layer more "
+            f"{n['min_gain']} probe accuracy over what it receives (a dense layer: its own input, "
+            "probed on the same instances; otherwise the layer before), or comes after "
+            f"separability saturated (within {n['min_gain']} of the best), may be unnecessary (a "
+            "removal is proposed for a hidden dense layer, never for a conv layer); the last "
+            "hidden layer more "
             f"than {n['capacity_gap']} below the output{capacity} suggests more capacity.",
             "The proposal (`deepeyes_keras.redesign.proposal.proposal_from_findings`) removes "
             "what T5 proposes to remove and gives every other oversized hidden layer exactly its "

@@ -24,11 +24,17 @@ rests on, so a reader can check it in the views.
   ``redundancy_jaccard``; each connected group of two or more is redundant.
 - **T5 unnecessary or missing layers.** Linear-probe and k-NN accuracy of the labels on every
   layer's recent instances (step >= (1 - ``recent_fraction``) x the snapshot's step, when at
-  least ``recent_min_instances`` exist; a conv layer through one pooled descriptor per image), and
-  along the depth (:func:`deepeyes_keras.derive.probes.necessity`): a hidden layer that gains less
-  than ``necessity.min_gain`` over the layer before, or comes after separability saturated, may be
-  unnecessary (a removal is proposed for a dense layer after a dense layer); a last hidden layer
-  far below the output suggests more capacity.
+  least ``recent_min_instances`` exist; a conv layer through one pooled descriptor per image).
+  Every hidden dense layer's *input* is probed too, on the same instances: its recorded neuronal
+  receptive fields, the flattened input that the paper's input map of the layer embeds
+  (:func:`deepeyes_keras.derive.probes.input_probe`). Along the depth
+  (:func:`deepeyes_keras.derive.probes.necessity`), a hidden layer that adds less than
+  ``necessity.min_gain`` to what it receives (over its input when probed, else over the layer
+  before), or comes after separability saturated (its own input included), may be unnecessary.
+  A removal is proposed for every such *hidden dense* layer, after a dense layer or after a
+  Flatten (never for a conv layer: its pooled descriptor is not what the next layer sees); the
+  redesign keeps it only if the graph builds without the layer. A last hidden layer far below
+  the output suggests more capacity.
 """
 
 from __future__ import annotations
@@ -38,7 +44,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from deepeyes_keras.derive import probes
 from deepeyes_keras.derive.probes import NecessityThresholds, necessity, pool_by_image, probe
+from deepeyes_keras.derive.transfer import TransferThresholds, layer_transfer
 from deepeyes_keras.derive.width import WidthThresholds, suggested_width
 from deepeyes_keras.run.layout import write_json
 from deepeyes_keras.run.reader import load_run
@@ -67,6 +75,7 @@ class Thresholds:
     probe_max_instances: int = 1000
     width: WidthThresholds = field(default_factory=WidthThresholds)
     necessity: NecessityThresholds = field(default_factory=NecessityThresholds)
+    transfer: TransferThresholds = field(default_factory=TransferThresholds)
 
 
 def histogram_change(prev: np.ndarray, cur: np.ndarray) -> tuple[float, float]:
@@ -254,36 +263,43 @@ def layer_findings(run, name: str, snapshot_index: int = -1, t: Thresholds = Thr
         "T3": {"undetected_share": round(t3, 4), "instances": int(len(samples))},
         "T4": width_finding(samples.activation[rows], t2["dead"], groups, t),
         "T5": t5,
+        "transfer": layer_transfer(run, layer, rows, t2["dead"], t),  # fine-tuning advice
     }
 
 
 def depth_suggestions(run, layers: dict, t: Thresholds = Thresholds()) -> tuple[dict, list]:
     """T5 along the depth: the necessity result and the suggestions it makes.
 
-    A removal is proposed only for a hidden dense layer that follows another hidden dense layer
-    (like-for-like descriptors, and a layer ``resize_model`` can take out); for other flagged
-    layers the evidence is reported without a proposal.
+    A removal is proposed for every flagged hidden dense layer (after a dense layer or after a
+    Flatten: its input probe, ``T5.input_accuracy``, measures what it receives); a flagged conv
+    layer is reported without a proposal. Whether the graph can be built without the layer is
+    the redesign's check (:func:`deepeyes_keras.redesign.build.buildable`).
     """
     names = run.layer_names
-    result = necessity([(n, layers[n]["T5"]["accuracy"]) for n in names], thresholds=t.necessity)
+    inputs = {n: layers[n]["T5"].get("input_accuracy") for n in names}
+    result = necessity(
+        [(n, layers[n]["T5"]["accuracy"]) for n in names],
+        inputs={n: a for n, a in inputs.items() if a is not None},
+        thresholds=t.necessity,
+    )
     suggestions = []
-    kinds = [layers[n]["kind"] for n in names]
     for i, entry in enumerate(result.layers[:-1]):
         if not (entry.removable or entry.after_saturation):
             continue
-        removable = i > 0 and kinds[i] == "dense" and kinds[i - 1] == "dense"
-        why = (
-            f"{entry.name} adds {entry.gain:+.3f} linear-probe accuracy over {names[i - 1]}"
-            if entry.removable and entry.gain is not None
-            else f"separability already saturates at {result.saturated_at}"
-        )
+        if entry.removable and entry.input_gain is not None:
+            why = (
+                f"{entry.name} adds {entry.input_gain:+.3f} linear-probe accuracy over its "
+                f"input ({entry.input_accuracy:.3f} on {probes.input_entry(entry.name)})"
+            )
+        elif entry.removable and entry.gain is not None:
+            why = f"{entry.name} adds {entry.gain:+.3f} linear-probe accuracy over {names[i - 1]}"
+        else:
+            why = f"separability already saturates at {result.saturated_at}"
         suggestion = {"task": "T5", "layer": entry.name, "text": f"{why}: it may be unnecessary"}
-        if removable:
+        if layers[entry.name]["kind"] == "dense":
             suggestion["remove"] = [entry.name]
         else:
-            suggestion["text"] += (
-                " (not proposed: only a dense layer after a dense layer is removed)"
-            )
+            suggestion["text"] += " (not proposed: only a hidden dense layer is removed)"
         suggestions.append(suggestion)
     if result.needs_capacity and len(names) >= 2:
         last = names[-2]
@@ -300,6 +316,7 @@ def depth_suggestions(run, layers: dict, t: Thresholds = Thresholds()) -> tuple[
     for entry in result.layers:
         layers[entry.name]["T5"].update(
             gain=None if entry.gain is None else round(entry.gain, 4),
+            input_gain=None if entry.input_gain is None else round(entry.input_gain, 4),
             removable=bool(entry.removable),
             after_saturation=bool(entry.after_saturation),
         )
@@ -315,6 +332,15 @@ def run_findings(run, snapshot_index: int = -1, t: Thresholds = Thresholds()) ->
     """Findings of every analysed layer, plus the layer-level T5 suggestions and T4 widths."""
     layers = {name: layer_findings(run, name, snapshot_index, t) for name in run.layer_names}
     output_name = run.layer_names[-1] if run.layer_names else None
+    snap = run.snapshots[snapshot_index]
+    for name in [n for n in run.layer_names[:-1] if layers[n]["kind"] == "dense"]:
+        s = snap.layers[name].samples  # what the hidden dense layer receives: its input map
+        rows = recent_instances(s, snap.step, t)
+        limits = dict(max_instances=t.probe_max_instances, folds=t.probe_folds)
+        got = probes.input_probe(
+            s.descriptor[rows], s.label[rows], neighbors=t.probe_neighbors, **limits
+        )
+        layers[name]["T5"].update(got)
     depth, suggestions = depth_suggestions(run, layers, t) if layers else ({}, [])
     removed = {n for s in suggestions for n in s.get("remove", [])}
     widths = {

@@ -2,10 +2,13 @@
 
 Our automatic rule after linear probes (Alain and Bengio 2016, arXiv 1610.01644) and k-NN
 accuracy: each layer's recorded output vectors are probed for the labels with cross-validation;
-along the depth, a hidden layer that adds less than ``min_gain`` over the layer before, or comes
+along the depth, a hidden layer that adds less than ``min_gain`` over what it receives, or comes
 after separability has saturated, is a candidate for removal, and a last hidden layer far below
-the output suggests more capacity (:func:`necessity`). A conv layer is probed on one descriptor
-per image, the mean of its sampled positions (:func:`pool_by_image`). Every threshold is a field
+the output suggests more capacity (:func:`necessity`). What a layer receives is measured by the
+probe of its *input* when one is given (a dense layer: its recorded neuronal receptive fields,
+the flattened input the paper's input map embeds), else by the probe of the layer before. A conv
+layer is probed on one descriptor per image, the mean of its sampled positions
+(:func:`pool_by_image`). Every threshold is a field
 of :class:`NecessityThresholds`; the rules are documented in viewer_site/reference/findings.md.
 NumPy and scikit-learn only.
 """
@@ -13,7 +16,7 @@ NumPy and scikit-learn only.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -193,6 +196,8 @@ class LayerNecessity:
     gain: float | None  # accuracy - that of the layer before (None: first, or unknown)
     removable: bool
     after_saturation: bool  # a hidden layer after ``saturated_at``
+    input_accuracy: float | None = None  # the probe of the layer's input, when given
+    input_gain: float | None = None  # accuracy - input_accuracy (None: no input probe)
 
 
 @dataclass(frozen=True)
@@ -207,56 +212,97 @@ class Necessity:
     reasons: list[str]
 
 
+def _accuracy_of(result, metric: str) -> float | None:
+    if isinstance(result, ProbeResult):
+        return getattr(result, metric)
+    return None if result is None else float(result)
+
+
+def input_entry(name: str) -> str:
+    """The name of a layer's input in the depth sequence (e.g. in ``saturated_at``)."""
+    return f"{name} (input)"
+
+
 def necessity(
     layers: Sequence[tuple[str, ProbeResult | float | None]],
     *,
+    inputs: Mapping[str, ProbeResult | float | None] | None = None,
     metric: str = "linear",
     thresholds: NecessityThresholds = NecessityThresholds(),
 ) -> Necessity:
     """T5: which hidden layers add separability, and whether the last one lacks capacity.
 
     ``layers`` runs from the first hidden layer to the output (last entry); each carries a
-    :class:`ProbeResult` (its ``metric`` accuracy, "linear" or "knn") or an accuracy. Rules, with
-    t = ``thresholds``:
+    :class:`ProbeResult` (its ``metric`` accuracy, "linear" or "knn") or an accuracy. ``inputs``
+    optionally gives, per layer name, the probe of that layer's *input* (what it receives: for a
+    dense layer its flattened input, the paper's input map); it enters the depth sequence just
+    before its layer, as ``input_entry(name)``. Rules, with t = ``thresholds``:
 
-    - gain_i = acc_i - acc_{i-1}; None for the first layer or when either accuracy is unknown.
-    - ``removable``: gain_i < t.min_gain, for every layer but the output (and the first).
-    - ``saturated_at``: the first layer with acc >= max(acc) - t.min_gain; hidden layers after it
-      are ``after_saturation``, also candidates for removal.
+    - gain_i = acc_i - acc_{i-1} (None for the first layer, or when either is unknown), and
+      input_gain_i = acc_i - input_i when the layer's input probe is known.
+    - ``removable``: what the layer adds to what it receives is below t.min_gain: input_gain_i
+      when known, else gain_i; for every layer but the output.
+    - ``saturated_at``: the first entry of the depth sequence (layers and given inputs) with
+      acc >= max(acc) - t.min_gain; hidden layers after it are ``after_saturation``, also
+      candidates for removal (a layer whose own input saturates is after it).
     - ``needs_capacity``: the last hidden layer's acc < output acc - t.capacity_gap, or
       < t.capacity_accuracy (when set).
+
+    Without ``inputs`` the sequence is the layers alone, and the gain is over the layer before.
 
     Example:
         >>> n = necessity([("fc1", 0.95), ("fc2", 0.951), ("out", 0.96)])
         >>> [layer.removable for layer in n.layers], n.saturated_at
         ([False, True, False], 'fc1')
+        >>> n = necessity([("conv4", 0.7), ("fc1", 0.951), ("out", 0.96)], inputs={"fc1": 0.95})
+        >>> round(n.layers[1].input_gain, 3), n.layers[1].removable, n.saturated_at
+        (0.001, True, 'fc1 (input)')
     """
     if metric not in ("linear", "knn"):
         raise ValueError(f"Invalid metric. Received: metric={metric!r}. Expected linear or knn.")
     t = thresholds
+    inputs = dict(inputs or {})
     names = [name for name, _ in layers]
-    acc = [
-        getattr(r, metric) if isinstance(r, ProbeResult) else None if r is None else float(r)
-        for _, r in layers
-    ]
-    known = [a for a in acc if a is not None]
+    unknown = sorted(set(inputs) - set(names))
+    if unknown:
+        raise ValueError(
+            f"Invalid inputs. Received input probes of {unknown}, which are not among the "
+            f"layers {names}. Expected a subset of the layer names."
+        )
+    acc = [_accuracy_of(r, metric) for _, r in layers]
+    acc_in = [_accuracy_of(inputs.get(name), metric) for name in names]
+    # The depth sequence: each layer, preceded by its input when that was probed.
+    sequence: list[tuple[str, float | None]] = []
+    position = []
+    for name, a, a_in in zip(names, acc, acc_in, strict=True):
+        if a_in is not None:
+            sequence.append((input_entry(name), a_in))
+        position.append(len(sequence))
+        sequence.append((name, a))
+    known = [a for _, a in sequence if a is not None]
     best = max(known) if known else None
     saturated = None
     if best is not None:
         saturated = next(
-            i for i, a in enumerate(acc) if a is not None and a >= best - t.min_gain - EPS
+            k for k, (_, a) in enumerate(sequence) if a is not None and a >= best - t.min_gain - EPS
         )
     out, reasons = [], []
     for i, name in enumerate(names):
         gain = None if i == 0 or acc[i] is None or acc[i - 1] is None else acc[i] - acc[i - 1]
+        input_gain = None if acc[i] is None or acc_in[i] is None else acc[i] - acc_in[i]
+        added, source = (gain, names[i - 1]) if input_gain is None else (input_gain, "its input")
         hidden = i < len(names) - 1
-        removable = hidden and gain is not None and gain < t.min_gain - EPS
-        after = hidden and saturated is not None and i > saturated
+        removable = hidden and added is not None and added < t.min_gain - EPS
+        after = hidden and saturated is not None and position[i] > saturated
         if removable:
-            reasons.append(f"{name} gains {gain:+.3f} over {names[i - 1]}: may be removable")
+            reasons.append(f"{name} gains {added:+.3f} over {source}: may be removable")
         elif after:
-            reasons.append(f"separability saturated at {names[saturated]}: {name} may be removable")
-        out.append(LayerNecessity(name, acc[i], gain, bool(removable), bool(after)))
+            reasons.append(
+                f"separability saturated at {sequence[saturated][0]}: {name} may be removable"
+            )
+        out.append(
+            LayerNecessity(name, acc[i], gain, bool(removable), bool(after), acc_in[i], input_gain)
+        )
     needs = False
     if len(names) >= 2 and acc[-2] is not None:
         last, output = acc[-2], acc[-1]
@@ -269,7 +315,42 @@ def necessity(
         metric=metric,
         layers=out,
         best=best,
-        saturated_at=None if saturated is None else names[saturated],
+        saturated_at=None if saturated is None else sequence[saturated][0],
         needs_capacity=needs,
         reasons=reasons,
     )
+
+
+def input_probe(
+    descriptors: ArrayLike,
+    labels: ArrayLike,
+    *,
+    max_instances: int = 1000,
+    seed: int = 0,
+    folds: int = 5,
+    neighbors: int = 5,
+) -> dict:
+    """T5 evidence of what a dense layer receives: the probe of its recorded input vectors.
+
+    A dense layer's neuronal receptive field is its whole flattened input (the paper's input
+    map of that layer). Probing it on the same instances as the layer's output measures what the
+    layer adds to the separability it is given (:func:`necessity`, ``inputs``). Inputs longer
+    than the recorder's descriptor length are stored hashed (a random projection that keeps
+    distances); the probe reduces them to ``PROBE_DIMENSIONS`` components either way. At most
+    ``max_instances`` rows, the last (most recent), are probed.
+
+    Returns:
+        ``{"input_accuracy", "input_linear", "input_knn", "input_instances"}`` (accuracies None
+        when the labels cannot be judged).
+    """
+    x, y = np.asarray(descriptors), np.asarray(labels)
+    if len(y) > max_instances:
+        x, y = x[-max_instances:], y[-max_instances:]
+    result = probe(x, y, seed=seed, folds=folds, neighbors=neighbors)
+    linear = None if result.linear is None else round(result.linear, 4)
+    return {
+        "input_accuracy": linear,
+        "input_linear": linear,
+        "input_knn": None if result.knn is None else round(result.knn, 4),
+        "input_instances": int(result.instances),
+    }

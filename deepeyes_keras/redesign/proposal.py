@@ -89,8 +89,10 @@ def proposal_from_findings(run_name: str, findings: dict, manifest: dict) -> Pro
 
     The policy, from the findings only (nothing in it knows a data set or a network):
 
-    - **T5 removals**: every hidden layer a T5 suggestion proposes to remove (a dense layer after
-      a dense layer that adds no separability) is removed.
+    - **T5 removals**: every hidden layer a T5 suggestion proposes to remove (a hidden dense
+      layer that adds no separability to its input, or comes after separability saturated) is
+      removed; :func:`deepeyes_keras.redesign.build.buildable` later drops a removal the graph
+      cannot take.
     - **T4 widths**: every other hidden layer the findings call oversized gets its suggested
       width, but only when it is stable (T1) at that snapshot, since the filters of a layer still
       changing may yet be used, and never a layer T5 says needs more capacity.

@@ -3,6 +3,8 @@
 The findings are what the findings stage (``deepeyes_keras/derive/findings.py``) writes and the
 reader returns as ``snapshot.findings``; the run page shows every layer, a layer page its own
 row. Findings in a shape this module does not know are shown as JSON rather than dropped.
+Fine-tuning advice (``transfer`` per layer: keep or retrain, the classes its filters respond to,
+T3 on patterned instances; ``deepeyes_keras/derive/transfer.py``) follows in a table of its own.
 
 Example:
     >>> findings_html({"step": 12, "layers": {}})
@@ -125,8 +127,76 @@ def findings_html(
     out.append(suggestions_html(findings, only_layer))
     if rows:
         out.append(table(HEADS, rows))
+    out.append(transfer_html(layers, only_layer))
     thresholds = findings.get("thresholds")
     if isinstance(thresholds, dict):
         text = ", ".join(f"{k} = {v}" for k, v in thresholds.items())
         out.append(f"<details><summary>Thresholds</summary><p>{escape(text)}</p></details>")
+    return "".join(out)
+
+
+TRANSFER_HEADS = (
+    "layer",
+    "fine-tuning",
+    "live filters",
+    "T3 on patterns",
+    "filters responding per class",
+    "weakly covered classes",
+    "unselective filters",
+)
+
+
+def class_counts(values: list) -> str:
+    """Responding filters per class, ``"c: n"``; a class without instances shows ``-``."""
+    return ", ".join(f"{c}: {'-' if v is None else v}" for c, v in enumerate(values))
+
+
+def transfer_cells(name: str, tr: dict, n_filters) -> list[str]:
+    """The cells of one layer's fine-tuning row (HTML)."""
+    classes = tr.get("classes") or {}
+    missed = tr.get("undetected_patterns") or {}
+    share = missed.get("share")
+    verdict = str(tr.get("verdict", "-"))
+    if tr.get("reasons"):
+        verdict += ": " + "; ".join(str(r) for r in tr["reasons"])
+    live = classes.get("live_filters")
+    return [
+        escape(name),
+        escape(verdict),
+        escape(f"{live} of {n_filters}" if live is not None else "-"),
+        f"{100 * share:.1f}%" if isinstance(share, int | float) else "-",
+        escape(class_counts(classes.get("filters_per_class") or [])),
+        escape(", ".join(str(c) for c in classes.get("weak_classes") or []) or "none"),
+        indices(classes.get("unselective") or []),
+    ]
+
+
+def transfer_html(layers: dict, only_layer: str | None) -> str:
+    """Fine-tuning advice per layer, and (all layers) which to freeze: those before the first
+    layer whose verdict is not "keep" (the rule of ``transfer.fine_tuning_plan``)."""
+    found = {
+        n: f["transfer"]
+        for n, f in layers.items()
+        if isinstance(f, dict) and isinstance(f.get("transfer"), dict)
+    }
+    if not found:
+        return ""
+    rows = [
+        transfer_cells(n, tr, layers[n].get("n_filters"))
+        for n, tr in found.items()
+        if only_layer is None or n == only_layer
+    ]
+    if not rows:
+        return ""
+    out = ['<p class="deepeyes-transfer">Fine-tuning: do the filters stay useful on this data?</p>']
+    out.append(table(TRANSFER_HEADS, rows))
+    if only_layer is None:
+        names = list(found)
+        keep = next((i for i, n in enumerate(names) if found[n].get("verdict") != "keep"), None)
+        frozen = names if keep is None else names[:keep]
+        rest = [] if keep is None else names[keep:]
+        out.append(
+            f"<p>Plan: freeze {escape(', '.join(frozen) or 'nothing')}; retrain "
+            f"{escape(', '.join(rest) or 'nothing')}.</p>"
+        )
     return "".join(out)
