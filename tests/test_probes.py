@@ -217,3 +217,18 @@ def test_input_probe_keeps_the_most_recent_rows():
     ref = pr.probe(x[-300:], y[-300:])
     assert got["input_accuracy"] == round(ref.linear, 4) and got["input_knn"] == round(ref.knn, 4)
     assert pr.input_probe(x, y, max_instances=800)["input_accuracy"] < 0.85
+
+
+def test_covariance_pca_gives_the_probe_sklearn_gives(monkeypatch):
+    """The exact covariance PCA (the fast path) and sklearn's own choice agree on the probe."""
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 4, 600)
+    x = rng.normal(size=(600, 120)) @ rng.normal(size=(120, 120)) + 0.8 * np.eye(4)[y] @ (
+        rng.normal(size=(4, 120))
+    )
+    fast = pr.probe(x, y)
+    monkeypatch.setattr(pr, "COVARIANCE_PCA_MAX", 0)  # never the covariance path
+    reference = pr.probe(x, y)
+    assert 0.3 < reference.linear < 0.99  # neither trivial nor hopeless
+    assert fast.linear == pytest.approx(reference.linear, abs=0.01)
+    assert fast.knn == reference.knn
