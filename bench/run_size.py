@@ -20,6 +20,9 @@ import _common  # noqa: E402
 
 _common.quiet_tensorflow()
 
+# Budgets of a 2,000-step LeNet run at the defaults (viewer_site/reference/benchmarks.md).
+RUN_BUDGET_MB, SITE_BUDGET_MB, PAGE_BUDGET_MB = 50, 30, 2
+
 
 def _quick_run(mnist: str, log_dir: str) -> Path:
     from deepeyes_keras import DeepEyesCallback
@@ -63,6 +66,20 @@ def main(argv=None):
                 for kind, sizes in sorted(by_kind.items())]
         rows.append(["**total**", str(len(files)), f"**{total / 1e6:.1f}**"])
         print(_common.table(["folder", "files", "MB (10^6 bytes)"], rows))
+        views = [p for p in files if p.name.endswith(".vl.json")]
+        site_data = sum(p.stat().st_size for p in views)  # the site copies the views
+        largest = max(views, key=lambda p: p.stat().st_size, default=None)
+        largest_mb = largest.stat().st_size / 1e6 if largest else 0.0
+        budget_rows = [
+            ["run directory", f"{total / 1e6:.1f} MB", f"{RUN_BUDGET_MB} MB"],
+            ["site data (every view)", f"{site_data / 1e6:.1f} MB", f"{SITE_BUDGET_MB} MB"],
+            [f"largest page's data ({largest.relative_to(run_dir) if largest else '-'})",
+             f"{largest_mb:.2f} MB", f"{PAGE_BUDGET_MB} MB"],
+        ]  # fmt: skip
+        for row, value in zip(budget_rows, (total, site_data, largest_mb * 1e6), strict=True):
+            row.append("met" if value <= float(row[2].split()[0]) * 1e6 else "NOT met")
+        print("\nBudgets (issue 16), for the 2,000-step run; a --quick run is far below them:\n")
+        print(_common.table(["measure", "value", "budget", "met?"], budget_rows))
     print(f"\nCommand: python bench/run_size.py {' '.join(sys.argv[1:] if argv is None else argv)}"
           .rstrip())
 

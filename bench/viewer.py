@@ -312,7 +312,12 @@ def main(argv=None):
         site_bytes = sum(p.stat().st_size for p in site_files)
         section = site / "deepeyes"
         pages = sorted(str(p.parent.relative_to(site)) + "/" for p in section.rglob("index.html"))
-        layer_pages = [p for p in pages if p.rstrip("/").split("/")[-1].startswith("L")]
+        # Layer pages are named by layer (deepeyes/<run>/<slug>/); old L<i>/ URLs only redirect.
+        from deepeyes_keras.site.runs import layer_slug
+
+        taken: set[str] = set()
+        slugs = {layer_slug(name, taken) for name in run.layer_names}
+        layer_pages = [p for p in pages if p.rstrip("/").split("/")[-1] in slugs]
         overview_page = f"deepeyes/{run.name}/"
         server, origin = serve(site)
         try:

@@ -24,7 +24,9 @@ import pytest
 from deepeyes_keras import charts
 from deepeyes_keras.charts import histograms_spec, layer_spec, overview_spec, render, spec_json
 from deepeyes_keras.charts.common import clean_number
+from deepeyes_keras.charts.filter_map import circle_area
 from deepeyes_keras.charts.heatmap import KEPT_EXPR, heatmap_grid
+from deepeyes_keras.charts.patches import BAR_TOOLTIP
 from deepeyes_keras.charts.variance import MAX_CURVE_POINTS
 from deepeyes_keras.derive.findings import write_findings
 from deepeyes_keras.derive.thumbnails import patch_thumbnail
@@ -295,7 +297,7 @@ def test_overview_one_panel_per_metric_and_nulls_dropped(specs):
     spec = specs["overview"]
     assert [v["name"] for v in spec["vconcat"]] == ["metric_loss", "metric_accuracy"]
     rows = spec["datasets"]["metrics"]
-    assert {(r["metric"], r["step"]) for r in rows} == {
+    assert {(r["metric"], r["step"]) for r in rows if r["series"] == "per step"} == {
         ("loss", 10),
         ("loss", 20),
         ("loss", 40),
@@ -303,8 +305,9 @@ def test_overview_one_panel_per_metric_and_nulls_dropped(specs):
         ("accuracy", 20),
         ("accuracy", 30),
     }
-    panel = view(spec, "metric_loss")
-    assert panel["encoding"]["x"]["field"] == "step" and "tooltip" in panel["encoding"]
+    panel = [v for v in spec["vconcat"] if v["name"] == "metric_loss"][0]
+    assert all(u["encoding"]["x"]["field"] == "step" for u in panel["layer"])
+    assert any("tooltip" in u["encoding"] for u in panel["layer"])
 
 
 def test_overview_without_metrics_and_bad_input():
@@ -400,7 +403,9 @@ def test_layer_params_are_named_and_bound(specs):
         "brush",
         "filter",
         "heatmap_mode",
+        "heatmap_range",
         "heatmap_sort",
+        "heatmap_top",
         "overlay",
     ]
     assert param(spec, "heatmap_mode")["bind"] == {
@@ -489,7 +494,9 @@ def test_heatmap_stays_legible_for_4096_filters():
     heat = view(spec, "heatmap")
     cols, rows, cell = heatmap_grid(4096)
     assert (cols, rows) == (64, 64) and cell >= 4
-    assert heat["width"] == heat["height"] == 64 * cell <= 400
+    sized = layer_of(spec, "heatmap")
+    assert sized["width"] == sized["height"] == 64 * cell <= 400
+    assert len(sized["layer"]) == 3  # cells and the two legends: no index labels on 4096 cells
     assert "% 64" in json.dumps(heat["transform"])
     assert heat["encoding"]["x"]["scale"]["domain"] == [-0.5, 63.5]
     # more than 256 filters: the bar chart keeps the top 64
@@ -549,13 +556,15 @@ def test_variance_view_draws_the_curve_the_rules_and_the_title(specs):
     delta = [u for u in curve["layer"] if u["encoding"].get("y", {}).get("datum") == 0.99]
     assert [u["mark"]["type"] for u in delta] == ["rule", "text"]
     # the column left of the filter map: the heatmap above the curve
-    assert [u.get("name") for u in spec["vconcat"][0]["hconcat"][0]["vconcat"]][0] == "heatmap"
+    first = spec["vconcat"][0]["hconcat"][0]["vconcat"][0]
+    assert first["layer"][0]["name"] == "heatmap"
 
 
 def test_keep_param_links_the_curve_to_the_heatmap(specs):
     spec = specs["layer_t4"]
     assert sorted(p["name"] for p in spec["params"]) == [
-        "brush", "filter", "heatmap_mode", "heatmap_sort", "keep", "overlay"
+        "brush", "filter", "heatmap_mode", "heatmap_range", "heatmap_sort", "heatmap_top", "keep",
+        "overlay",
     ]  # fmt: skip
     keep = param(spec, "keep")
     assert keep["select"] == {"type": "point", "fields": ["k"], "nearest": True, "on": "click",
@@ -715,9 +724,9 @@ def test_brush_filters_the_patch_view_when_rendered():
     shown = sorted(int(fields_of(a)["point"]) for a in labels if a.startswith("pcol: "))
     assert shown == [p["point"] for p in inside]
     bars = {
-        int(f["filter"]): float(f["max activation"])
+        int(f["filter"]): float(f[BAR_TOOLTIP])
         for f in map(fields_of, labels)
-        if "max activation" in f and "filter" in f
+        if BAR_TOOLTIP in f and "filter" in f
     }
     assert bars == {k: max(p["a"][k] for p in inside) / 100 for k in range(8)}
 
@@ -767,7 +776,7 @@ def test_layer_spec_clicks_and_brush_in_headless_chromium():
         try:
             page = open_in_chromium(browser, spec)
             # a click on heatmap cell 5 selects filter 5 and rings it in the filter map
-            page.query_selector_all("g.heatmap_marks path")[5].click()
+            page.query_selector_all("g.heatmap_marks path")[5].click(force=True)  # label on top
             assert json.loads(page.evaluate(signal.format("filter")))["filter"] == [5]
             rings = [c.get_attribute("stroke-width") for c in page.query_selector_all(
                 "g.filter_map_marks path")]  # fmt: skip
@@ -829,7 +838,143 @@ def test_clicking_the_variance_curve_fades_the_heatmap_in_headless_chromium():
             assert json.loads(page.evaluate(SIGNAL.format("keep"))) == {}
             assert faded() == set()
             # the filter selection still works beside it
-            page.query_selector_all("g.heatmap_marks path")[5].click()
+            page.query_selector_all("g.heatmap_marks path")[5].click(force=True)  # label on top
             assert json.loads(page.evaluate(SIGNAL.format("filter")))["filter"] == [5]
         finally:
             browser.close()
+
+
+# ----------------------------------------------------------------------------- issue 16: viewer
+
+
+def _keras_logs(true: dict[str, np.ndarray], steps_per_epoch: int) -> dict[str, np.ndarray]:
+    """What Keras logs per step: the running mean since the epoch's first step."""
+    out = {}
+    for name, values in true.items():
+        parts = [values[i : i + steps_per_epoch] for i in range(0, len(values), steps_per_epoch)]
+        out[name] = np.concatenate([np.cumsum(p) / np.arange(1, len(p) + 1) for p in parts])
+    return out
+
+
+@pytest.mark.parametrize("epoch_info", ["epoch_logs", "epoch list", "none"])
+def test_overview_recovers_per_step_values_from_running_means(epoch_info):
+    rng = np.random.default_rng(3)
+    spe, epochs = 40, 3
+    t = np.arange(spe * epochs)
+    true = {"loss": 2 * np.exp(-t / 50) + 0.1 + 0.05 * rng.standard_normal(len(t)),
+            "accuracy": np.clip(1 - 0.8 * np.exp(-t / 40) + 0.02 * rng.standard_normal(len(t)),
+                                0, 1)}  # fmt: skip
+    logged = _keras_logs(true, spe)
+    metrics = {"step": (t + 1).tolist(), **{k: v.tolist() for k, v in logged.items()}}
+    logs = [{"epoch": e, **{k: float(v[(e + 1) * spe - 1]) for k, v in logged.items()},
+             "val_loss": 0.3 + 0.1 * e, "val_accuracy": 0.9} for e in range(epochs)]  # fmt: skip
+    kwargs = {}
+    if epoch_info == "epoch_logs":
+        kwargs["epoch_logs"] = logs
+    elif epoch_info == "epoch list":
+        metrics["epoch"] = (t // spe).tolist()
+    spec = overview_spec(metrics, **kwargs)
+    rows = spec["datasets"]["metrics"]
+    for name in ("loss", "accuracy"):
+        per_step = [r["value"] for r in rows if r["metric"] == name and r["series"] == "per step"]
+        np.testing.assert_allclose(per_step, true[name], rtol=1e-3, atol=1e-3)
+        smoothed = np.array([r["value"] for r in rows
+                             if r["metric"] == name and r["series"] == "smoothed"])  # fmt: skip
+        reference, acc = [], 0.0  # debiased EMA, weight 0.6
+        for i, v in enumerate(true[name]):
+            acc = 0.6 * acc + 0.4 * v
+            reference.append(acc / (1 - 0.6 ** (i + 1)))
+        np.testing.assert_allclose(smoothed, reference, rtol=2e-3, atol=1e-3)
+    validation = [(r["step"], r["value"]) for r in rows
+                  if r["metric"] == "loss" and r["series"] == "validation"]  # fmt: skip
+    assert validation == ([(40, 0.3), (80, 0.4), (120, 0.5)] if kwargs.get("epoch_logs") else [])
+
+
+def test_overview_axes_end_at_the_last_step_and_zoom_to_the_data():
+    steps = list(range(1, 101))
+    true = {"accuracy": 0.97 + 0.02 * np.sin(np.arange(100)), "loss": np.full(100, 0.1)}
+    logged = _keras_logs(true, 100)
+    spec = overview_spec({"step": steps, **{k: v.tolist() for k, v in logged.items()}})
+    panel = [v for v in spec["vconcat"] if v["name"] == "metric_accuracy"][0]
+    x, y = panel["layer"][0]["encoding"]["x"], panel["layer"][0]["encoding"]["y"]
+    assert x["scale"]["domain"][1] == 100 and x["scale"]["nice"] is False
+    lo, hi = y["scale"]["domain"]
+    assert 0.9 < lo < hi < 1.01 and hi - lo < 0.1  # zoomed to the data, not 0..1
+    marks = [u["mark"] for u in panel["layer"]]
+    raw = [m for m in marks if m.get("opacity") == 0.45][0]
+    assert raw["strokeWidth"] <= 1 and "point" not in raw  # faint, thin, no point marks
+    # one shared colour legend for every panel: no "Conflicting legend property" warning
+    legends = [u["encoding"]["color"]["legend"] for v in spec["vconcat"] for u in v["layer"]]
+    assert all(leg == legends[0] for leg in legends)
+
+
+def test_default_snapshot_skips_a_short_tail():
+    from deepeyes_keras.charts.histograms import default_step as chart_default
+    from deepeyes_keras.site.pages import default_step as page_default
+
+    for rule in (chart_default, page_default):
+        assert rule([1000, 2000, 2001]) == 2000
+        assert rule([10, 20, 40, 80, 100, 200, 300]) == 300
+        assert rule([6, 12]) == 12 and rule([5]) == 5
+        assert rule([100, 200, 240]) == 200 and rule([100, 200, 250]) == 250  # 0.5 of 100
+    layers, snapshots = histogram_inputs()
+    steps = sorted(s["step"] for s in snapshots)
+    assert param(histograms_spec(layers, snapshots), "snapshot")["value"] == chart_default(steps)
+
+
+def test_heatmap_legends_name_each_mode_and_the_range_is_fixed():
+    spec = layer_spec(**layer_inputs())
+    legends = {}
+    for unit in layer_of(spec, "heatmap")["layer"]:
+        legend = unit["encoding"]["color"].get("legend")
+        if legend:
+            legends[legend["title"]] = legend["titleOpacity"]["expr"]
+    assert set(legends) == {"max activation", "frequency (> 0.5 max)"}
+    assert "'max'" in legends["max activation"]
+    assert "'frequency'" in legends["frequency (> 0.5 max)"]
+    assert param(spec, "heatmap_range")["bind"]["options"] == ["fixed across snapshots",
+                                                               "per snapshot"]  # fmt: skip
+    mu = layer_inputs()["max_activation"]
+    assert param(spec, "heatmap_top")["value"] == pytest.approx(mu.max(), rel=1e-3)
+    # fixed: 0..heatmap_top (raised by the viewer) in max mode, 0..1 in frequency mode
+    domain = view(spec, "heatmap")["encoding"]["color"]["scale"]["domain"]["expr"]
+    assert "heatmap_top" in domain and "heatmap_range" in domain
+    # every cell's index is printed (8 filters), and the filter map labels its circles
+    texts = [u for u in walk(spec) if isinstance(u.get("mark"), dict)
+             and u["mark"].get("type") == "text" and u.get("encoding", {}).get("text")]  # fmt: skip
+    assert sum(u["encoding"]["text"]["field"] == "filter" for u in texts) == 2
+
+
+def test_filter_map_marks_are_legible_for_a_small_layer():
+    small, big = circle_area(20)
+    assert big >= 400 and big / small >= 4  # visible difference across the size legend
+    spec = layer_spec(**layer_inputs())
+    size = view(spec, "filter_map")["encoding"]["size"]
+    assert size["legend"]["values"] == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_input_map_weights_are_point_sizes_and_legends_hide_by_mode():
+    inputs = layer_inputs()
+    weights = np.arange(1, len(inputs["points_xy"]) + 1)
+    spec = layer_spec(**inputs, point_weight=weights)
+    unit = view(spec, param(spec, "brush")["views"][0])
+    assert unit["encoding"]["size"]["field"] == "weight"
+    assert unit["encoding"]["size"]["scale"]["domain"] == [1, int(weights.max())]
+    assert "weight" in {t["field"] for t in unit["encoding"]["tooltip"]}
+    assert "OVERLAY_ON" not in json.dumps(unit) and "filter.filter" in json.dumps(
+        unit["encoding"]["color"]["legend"])  # fmt: skip
+    # without weights: no size channel
+    plain = view(layer_spec(**inputs), param(spec, "brush")["views"][0])
+    assert "size" not in plain["encoding"]
+
+
+def test_patch_bars_without_a_brush_show_means_not_ones():
+    spec = layer_spec(**layer_inputs())
+    labels = aria_labels(spec)
+    bars = {int(f["filter"]): float(f[BAR_TOOLTIP]) for f in map(fields_of, labels)
+            if BAR_TOOLTIP in f and "filter" in f}  # fmt: skip
+    points = spec["datasets"]["points"]
+    expected = {k: np.mean([p["a"][k] for p in points]) / 100 for k in range(8)}
+    assert bars == pytest.approx(expected, abs=6e-3)
+    assert not all(v == 1 for v in bars.values())
+    assert any("nothing brushed" in a for a in labels)

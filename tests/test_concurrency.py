@@ -92,7 +92,7 @@ def test_the_site_skips_a_newer_run_with_that_message_and_shows_the_others(
     assert not (site / "deepeyes" / "tiny-a").exists()
     home = (site / "deepeyes" / "index.html").read_text()
     assert "tiny-b" in home and "tiny-a" not in home
-    for page in ("index.html", "L0/index.html", "L2/index.html"):
+    for page in ("index.html", "conv1/index.html", "out/index.html"):  # pages named by layer
         assert (site / "deepeyes" / "tiny-b" / page).is_file(), page
     specs = sorted((site / "deepeyes" / "tiny-b").rglob("*.vl.json"))
     assert len(specs) >= 8, specs  # overview, histograms, 3 layers x 2 snapshots

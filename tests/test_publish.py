@@ -47,8 +47,12 @@ def test_publish_writes_self_contained_views_within_budget(runs_copy, tmp_path):
 def test_a_view_over_budget_keeps_fewer_points_and_says_so(recorded_runs):
     snap = load_run(recorded_runs / "tiny-a").snapshots[-1]
     full, points, total = layer_view_within(snap, "conv1", 10**9, ThumbnailCache())
-    small, kept, total2 = layer_view_within(snap, "conv1", len(full) // 2, ThumbnailCache())
-    assert points == total == total2 and kept < total and len(small) <= len(full) // 2
+    # the smallest view (MIN_POINTS points): its fixed part is what no cut can remove
+    floor, fewest, _ = layer_view_within(snap, "conv1", 0, ThumbnailCache())
+    assert fewest < total and len(floor) < len(full)
+    budget = (len(full) + len(floor)) // 2  # halfway between: points must go
+    small, kept, total2 = layer_view_within(snap, "conv1", budget, ThumbnailCache())
+    assert points == total == total2 and kept < total and len(small) <= budget
     assert f"published: {kept:,} of {total:,} points" in small.decode()
 
 

@@ -1,6 +1,7 @@
 """The deepeyes mkdocs plugin: fixture sites built from tiny real runs, without TensorFlow."""
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from deepeyes_keras.site import blocks
 
 RUNS = ("tiny-a", "tiny-b")
 LAYER_KEYS = ("L0", "L1", "L2")
+LAYERS = ("conv1", "fc1", "out")  # their names: the layer pages' URLs
 STEPS = (6, 12)
 
 
@@ -79,7 +81,8 @@ def test_generated_pages_exist(site):
     expected = {"deepeyes/index.html", "deepeyes/compare/index.html"}
     for run in RUNS:
         expected.add(f"deepeyes/{run}/index.html")
-        expected |= {f"deepeyes/{run}/{key}/index.html" for key in LAYER_KEYS}
+        expected |= {f"deepeyes/{run}/{name}/index.html" for name in LAYERS}
+        expected |= {f"deepeyes/{run}/{key}/index.html" for key in LAYER_KEYS}  # redirects
     assert pages == expected
     for asset in ("vega.js", "viewer.js", "viewer.css"):
         assert (site / "deepeyes" / "assets" / asset).stat().st_size > 0
@@ -91,7 +94,7 @@ def test_home_lists_runs_with_model_steps_and_status(site, recorded_runs):
     home = (site / "deepeyes" / "index.html").read_text()
     parsed = tags(site / "deepeyes" / "index.html")
     links = {a["href"] for a in parsed.find("a")}
-    assert {"tiny-a/", "tiny-b/", "compare/", "tiny-a/L0/", "tiny-b/L2/"} <= links
+    assert {"tiny-a/", "tiny-b/", "compare/", "tiny-a/conv1/", "tiny-b/out/"} <= links
     manifest = json.loads((recorded_runs / "tiny-a" / "manifest.json").read_text())
     assert f"{manifest['model']['parameters']:,}" in home
     assert manifest["model"]["name"] in home
@@ -105,11 +108,11 @@ def test_run_page_has_status_curves_histograms_and_layer_links(site):
     charts = [a["data-spec"] for a in tags(page).find(class_="deepeyes-chart")]
     assert charts == ["views/overview.vl.json", "views/histograms.vl.json"]
     links = {a["href"] for a in tags(page).find("a")}
-    assert {"L0/", "L1/", "L2/", "../"} <= links  # its layers, and back to the runs
+    assert {"conv1/", "fc1/", "out/", "../"} <= links  # its layers, and back to the runs
 
 
 def test_layer_page_has_snapshot_selector_of_every_step(site):
-    page = site / "deepeyes" / "tiny-b" / "L0" / "index.html"
+    page = site / "deepeyes" / "tiny-b" / "conv1" / "index.html"
     parsed = tags(page)
     options = [a for a in parsed.find("option") if "data-step" in a]
     assert [int(o["data-step"]) for o in options] == list(STEPS)
@@ -166,7 +169,7 @@ def test_site_without_directory_urls(
     config.write_text(config.read_text() + "use_directory_urls: false\n")
     site = build_site(config)
     assert mkdocs_warnings == []
-    layer_page = site / "deepeyes" / "tiny-a" / "L0.html"
+    layer_page = site / "deepeyes" / "tiny-a" / "conv1.html"
     assert [target(layer_page, u).is_file() for u in spec_urls(layer_page)] == [True] * 3
     for page in (site / "deepeyes").rglob("*.html"):
         assert all(target(page, u).is_file() for u in spec_urls(page)), page
@@ -174,7 +177,7 @@ def test_site_without_directory_urls(
 
 
 def test_specs_are_copied_not_inlined(site, recorded_runs):
-    page = site / "deepeyes" / "tiny-a" / "L0" / "index.html"
+    page = site / "deepeyes" / "tiny-a" / "conv1" / "index.html"
     spec = recorded_runs / "tiny-a" / "views" / "step-00000012" / "L0.vl.json"
     assert (
         site / "deepeyes" / "tiny-a" / "views" / "step-00000012" / "L0.vl.json"
@@ -184,7 +187,7 @@ def test_specs_are_copied_not_inlined(site, recorded_runs):
 
 def test_navigation_has_a_deepeyes_section(site):
     links = {a.get("href") for a in tags(site / "index.html").find("a")}
-    assert {"deepeyes/", "deepeyes/compare/", "deepeyes/tiny-a/", "deepeyes/tiny-a/L1/"} <= links
+    assert {"deepeyes/", "deepeyes/compare/", "deepeyes/tiny-a/", "deepeyes/tiny-a/fc1/"} <= links
 
 
 def test_scripts_come_from_the_site_itself(site):
@@ -225,7 +228,7 @@ def test_unreadable_snapshot_is_skipped_with_a_warning_naming_it(
     config = write_site(tmp_path, runs_copy)
     site = build_site(config)
     assert any(str(record) in m for m in mkdocs_warnings), mkdocs_warnings
-    layer_page = site / "deepeyes" / "tiny-a" / "L0" / "index.html"
+    layer_page = site / "deepeyes" / "tiny-a" / "conv1" / "index.html"
     steps = [int(a["data-step"]) for a in tags(layer_page).find("option") if "data-step" in a]
     assert steps == [12]
     assert not (site / "deepeyes" / "tiny-a" / "views" / "step-00000006").exists()
@@ -277,7 +280,7 @@ def test_names_with_markup_render_as_text(
         text = page.read_text()
         for raw in (MARKUP_LAYER, MARKUP_MODEL, "<i>run</i>"):
             assert raw not in text, f"{raw} unescaped in {page}"
-    layer_page = site / "deepeyes" / "tiny-a" / "L0" / "index.html"
+    layer_page = site / "deepeyes" / "tiny-a" / "b-x-b" / "index.html"  # the name's slug
     text = layer_page.read_text()
     assert "<h1>&lt;b&gt;x&lt;/b&gt; " in text
     assert "<title>&lt;b&gt;x&lt;/b&gt; - fixture</title>" in text
@@ -350,7 +353,7 @@ def test_wiki_block_embeds_live_charts(
     assert "tiny-a › conv1, step 6 (nearest snapshot to step 8)" in text
     assert "run: nowhere" in text  # the block inside a code block stays code
     links = {a["href"] for a in tags(page).find("a")}
-    assert "../../deepeyes/tiny-a/L0/?step=6" in links
+    assert "../../deepeyes/tiny-a/conv1/?step=6" in links
 
 
 @pytest.mark.parametrize(
@@ -410,7 +413,7 @@ def test_run_without_views_says_they_are_being_computed(
     site = build_site(write_site(tmp_path, runs_copy))
     assert mkdocs_warnings == []
     run_page = site / "deepeyes" / "tiny-b" / "index.html"
-    layer_page = site / "deepeyes" / "tiny-b" / "L1" / "index.html"
+    layer_page = site / "deepeyes" / "tiny-b" / "fc1" / "index.html"
     assert tags(run_page).find(class_="deepeyes-chart") == []
     assert tags(layer_page).find(class_="deepeyes-chart") == []
     assert "being computed" in run_page.read_text()
@@ -427,7 +430,7 @@ def test_run_without_snapshots_yet(runs_copy, tmp_path, write_site, build_site, 
     run_page = site / "deepeyes" / "tiny-a" / "index.html"
     assert "training — no snapshot yet" in run_page.read_text()
     assert tags(run_page).find(class_="deepeyes-chart") == []
-    assert "no snapshot yet" in (site / "deepeyes" / "tiny-a" / "L0" / "index.html").read_text()
+    assert "no snapshot yet" in (site / "deepeyes" / "tiny-a" / "conv1" / "index.html").read_text()
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "newer_schema"])
@@ -444,7 +447,7 @@ def test_unreadable_manifest_skips_the_run_with_a_warning(
     site = build_site(write_site(tmp_path, runs_copy))
     assert len(mkdocs_warnings) == 1 and str(runs_copy / "tiny-a") in mkdocs_warnings[0]
     assert not (site / "deepeyes" / "tiny-a").exists()
-    assert (site / "deepeyes" / "tiny-b" / "L0" / "index.html").is_file()
+    assert (site / "deepeyes" / "tiny-b" / "conv1" / "index.html").is_file()
 
 
 def test_training_run_shows_its_last_snapshot(runs_copy, tmp_path, write_site, build_site):
@@ -453,7 +456,7 @@ def test_training_run_shows_its_last_snapshot(runs_copy, tmp_path, write_site, b
     manifest["status"] = "training"
     manifest_path.write_text(json.dumps(manifest))
     site = build_site(write_site(tmp_path, runs_copy))
-    for page in ("index.html", "L2/index.html"):
+    for page in ("index.html", "out/index.html"):
         text = (site / "deepeyes" / "tiny-a" / page).read_text()
         assert "training — last snapshot at step 12" in text
     assert "training (step 12)" in (site / "deepeyes" / "index.html").read_text()
@@ -502,10 +505,10 @@ def test_findings_of_the_latest_snapshot_are_summarised(
     assert "stable since step 6" in run_page and "2 (1, 3)" in run_page and "25.0%" in run_page
     assert "4 → 1" in run_page and "k-NN 0.500 (chance 0.400)" in run_page
     assert "more &lt;capacity&gt; may be needed" in run_page
-    conv1 = (site / "deepeyes" / "tiny-a" / "L0" / "index.html").read_text()
+    conv1 = (site / "deepeyes" / "tiny-a" / "conv1" / "index.html").read_text()
     assert "stable since step 6" in conv1 and "not yet stable" not in conv1
     assert (
-        "<h2>Findings</h2>" not in (site / "deepeyes" / "tiny-a" / "L2" / "index.html").read_text()
+        "<h2>Findings</h2>" not in (site / "deepeyes" / "tiny-a" / "out" / "index.html").read_text()
     )
     assert "<h2>Findings</h2>" not in (site / "deepeyes" / "tiny-b" / "index.html").read_text()
 
@@ -521,11 +524,11 @@ def test_findings_written_by_the_findings_stage_are_shown(
     run_page = site / "deepeyes" / "tiny-b" / "index.html"
     text = run_page.read_text()
     assert "<h2>Findings</h2>" in text and "Findings at step 12" in text
-    rows = [a["href"] for a in tags(run_page).find("a") if a["href"] in ("L0/", "L1/", "L2/")]
-    assert rows.count("L0/") >= 3  # layer pages linked from the text, the findings and layers
-    for key in LAYER_KEYS:
+    rows = [a["href"] for a in tags(run_page).find("a") if a["href"] in ("conv1/", "fc1/", "out/")]
+    assert rows.count("conv1/") >= 3  # layer pages linked from the text, the findings and layers
+    for name in LAYERS:
         assert (
-            "<h2>Findings</h2>" in (site / "deepeyes" / "tiny-b" / key / "index.html").read_text()
+            "<h2>Findings</h2>" in (site / "deepeyes" / "tiny-b" / name / "index.html").read_text()
         )
 
 
@@ -545,7 +548,7 @@ def test_run_list_and_section_options(
     )
     site = build_site(write_site(tmp_path, recorded_runs, options=options))
     assert len(mkdocs_warnings) == 1 and "missing" in mkdocs_warnings[0]
-    assert (site / "analysis" / "runs" / "tiny-b" / "L0" / "index.html").is_file()
+    assert (site / "analysis" / "runs" / "tiny-b" / "conv1" / "index.html").is_file()
     assert not (site / "analysis" / "runs" / "tiny-a").exists()
     assert (site / "analysis" / "runs" / "assets" / "vega.js").is_file()
 
@@ -561,7 +564,9 @@ def test_runs_option_takes_several_directories(
     config.write_text(text)
     site = build_site(config)
     assert mkdocs_warnings == []
-    built = {p.name for p in (site / "deepeyes").iterdir() if (p / "L0" / "index.html").is_file()}
+    built = {
+        p.name for p in (site / "deepeyes").iterdir() if (p / "conv1" / "index.html").is_file()
+    }
     assert built == {"tiny-a", "tiny-b", "tiny-c"}
 
 
@@ -598,7 +603,7 @@ def test_building_imports_no_tensorflow(recorded_runs, tmp_path, write_site):
     )
     assert done.returncode == 0, done.stderr
     assert "IMPORTED []" in done.stdout
-    assert (tmp_path / "site" / "deepeyes" / "tiny-a" / "L0" / "index.html").is_file()
+    assert (tmp_path / "site" / "deepeyes" / "tiny-a" / "conv1" / "index.html").is_file()
 
 
 def test_fenced_blocks_inside_other_code_blocks_are_left_alone():
@@ -660,7 +665,7 @@ def test_serve_shows_runs_written_while_it_runs(recorded_runs, tmp_path, write_s
                 time.sleep(0.3)
         assert "No runs found" in text
         shutil.copytree(recorded_runs / "tiny-a", runs / "tiny-a")
-        while "tiny-a/L0/" not in text:
+        while "tiny-a/conv1/" not in text:
             assert time.monotonic() < deadline, "the new run did not appear"
             time.sleep(0.5)
             text = _get(home)
@@ -668,3 +673,61 @@ def test_serve_shows_runs_written_while_it_runs(recorded_runs, tmp_path, write_s
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+def test_runs_home_leads_to_the_sites_other_pages(
+    recorded_runs, tmp_path, write_site, build_site, mkdocs_warnings
+):
+    pages = {"guide/viewer.md": "# The viewer\n", "case-studies/mnist.md": "# MNIST\n"}
+    site = build_site(write_site(tmp_path, recorded_runs, pages=pages))
+    assert mkdocs_warnings == []
+    home = site / "deepeyes" / "index.html"
+    (line,) = re.findall(r'<p class="deepeyes-site-links">(.*?)</p>', home.read_text())
+    links = re.findall(r'<a href="([^"]+)">([^<]+)</a>', line)
+    # the site's top-level entries in nav order, to each one's first page; not the runs again
+    assert links == [
+        ("../", "Home"),
+        ("../case-studies/mnist/", "Case studies"),  # mkdocs' own nav: folders by name
+        ("../guide/viewer/", "Guide"),
+    ]
+    assert all(_resolves(home, href) for href, _ in links)
+
+
+def test_compare_page_with_one_run_says_how_to_get_a_second(
+    recorded_runs, tmp_path, write_site, build_site
+):
+    config = write_site(
+        tmp_path, recorded_runs, options=f"run_list: [{recorded_runs / 'tiny-a'}]\n"
+    )
+    text = (build_site(config) / "deepeyes" / "compare" / "index.html").read_text()
+    assert "Comparing needs at least two runs; this site has one, <strong>tiny-a</strong>" in text
+    assert "deepeyes demo --seed 1" in text and "DeepEyesCallback(log_dir=" in text
+    assert (
+        "tiny-a" in re.findall(r"the directory this site reads its runs from \(([^)]*)\)", text)[0]
+    )
+    assert 'class="deepeyes-compare"' not in text  # no pickers with a single run
+
+
+def test_project_home_page_leads_to_runs_guide_and_case_studies(tmp_path):
+    from test_docs import build_docs
+
+    build_docs(tmp_path, published=True)  # the project's own site, --strict, no runs
+    site = tmp_path / "site"
+    home = site / "index.html"
+    hrefs = set(_local_links(home))
+    assert {"deepeyes/", "deepeyes/compare/", "guide/viewer/", "case-studies/mnist-lenet/"} <= hrefs
+    assert all(_resolves(home, h) for h in hrefs)
+    runs_home = (site / "deepeyes" / "index.html").read_text()
+    (line,) = re.findall(r'<p class="deepeyes-site-links">(.*?)</p>', runs_home)
+    assert re.findall(r">([^<]+)</a>", line) == ["Home", "Guide", "Case studies", "Reference"]
+
+
+def test_material_offline_options_of_the_plugin():
+    from deepeyes_keras.site.plugin import is_remote
+
+    assert [is_remote(u) for u in ("https://unpkg.com/x", "//cdn.x/y", "HTTP://a", "a/b.js")] == [
+        True,
+        True,
+        True,
+        False,
+    ]

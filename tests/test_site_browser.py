@@ -188,7 +188,7 @@ PAGES = {
     "deepeyes/compare/": 2 + 2 * 3,  # two overviews, then three shared layers side by side
     "deepeyes/tiny-a/": 2,
     "deepeyes/tiny-b/": 2,
-    **{f"deepeyes/tiny-{r}/L{i}/": 1 for r in "ab" for i in range(3)},
+    **{f"deepeyes/tiny-{r}/{name}/": 1 for r in "ab" for name in ("conv1", "fc1", "out")},
     "analysis/": 3,
 }
 
@@ -204,7 +204,7 @@ def test_every_page_renders_its_charts(path, watched):
 
 
 def test_layer_page_loads_only_the_snapshot_it_shows(watched):
-    watched.open("deepeyes/tiny-a/L0/")
+    watched.open("deepeyes/tiny-a/conv1/")
     specs = [u for u in watched.requests if u.endswith(".vl.json")]
     assert [urlsplit(u).path for u in specs] == ["/deepeyes/tiny-a/views/step-00000012/L0.vl.json"]
 
@@ -226,7 +226,7 @@ def _layer_title(watched) -> str:
 
 
 def test_snapshot_selector_rerenders_with_that_steps_spec(watched):
-    watched.open("deepeyes/tiny-b/L0/")
+    watched.open("deepeyes/tiny-b/conv1/")
     assert watched.charts()[0]["loaded"].endswith("step-00000012/L0.vl.json")
     assert "conv1, step 12" in _layer_title(watched)
     signal = f"() => window.deepeyes.views['{LAYER_CHART}'].signal('overlay')"
@@ -241,12 +241,12 @@ def test_snapshot_selector_rerenders_with_that_steps_spec(watched):
     assert chart["state"] == "ready" and chart["drawn"]
     assert "conv1, step 6" in _layer_title(watched)
     assert watched.page.evaluate(signal) == "label"  # the reader's choice survives the switch
-    assert watched.page.url.endswith("/deepeyes/tiny-b/L0/?step=6")
+    assert watched.page.url.endswith("/deepeyes/tiny-b/conv1/?step=6")
     assert watched.errors == [] and watched.foreign_requests() == []
 
 
 def test_step_in_the_url_picks_the_snapshot(watched):
-    watched.open("deepeyes/tiny-a/L1/?step=6")
+    watched.open("deepeyes/tiny-a/fc1/?step=6")
     assert watched.page.eval_on_selector("select.deepeyes-snapshot", "s => s.value").endswith(
         "step-00000006/L1.vl.json"
     )
@@ -302,7 +302,7 @@ OVERLAY = """() => {
 
 
 def test_clicking_a_heatmap_filter_recolours_the_input_map(watched):
-    watched.open("deepeyes/tiny-a/L0/")
+    watched.open("deepeyes/tiny-a/conv1/")
     before = watched.page.evaluate(OVERLAY)
     assert before["overlay"] == "filter"
     assert not before["filter"]  # nothing selected: the input map shows label colours

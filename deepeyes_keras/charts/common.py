@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import altair as alt
@@ -40,6 +40,7 @@ __all__ = [
     "label_name",
     "grid_xy",
     "scatter_xy",
+    "padded_extent",
     "finish",
 ]
 
@@ -141,20 +142,44 @@ def grid_xy(cols: int, rows: int, x: str, y: str) -> dict:
     }
 
 
-def scatter_xy() -> dict:
+def scatter_xy(extent: Sequence[float] | None = None) -> dict:
     """x/y encodings of an embedding (fields "x", "y"): no axes, scales not forced through 0.
 
-    Used by the filter map and the input map, whose coordinates carry no units.
+    Used by the filter map and the input map, whose coordinates carry no units. `extent`
+    (xmin, xmax, ymin, ymax) fixes the domains: a layer that may be empty (the input map's
+    overlay) then adds no infinite extent to the shared scales (a console warning in Vega).
 
     Example:
         >>> scatter_xy()["x"].to_dict()["scale"]
         {'zero': False}
+        >>> scatter_xy((0, 1, 2, 3))["y"].to_dict()["scale"]["domain"]
+        [2, 3]
     """
     no_axis = alt.Axis(title=None, labels=False, ticks=False, domain=False, grid=False)
-    return {
-        "x": alt.X("x:Q", axis=no_axis, scale=alt.Scale(zero=False)),
-        "y": alt.Y("y:Q", axis=no_axis, scale=alt.Scale(zero=False)),
-    }
+    if extent is None:
+        xs, ys = alt.Scale(zero=False), alt.Scale(zero=False)
+    else:
+        x0, x1, y0, y1 = (clean_number(v) for v in extent)
+        xs, ys = alt.Scale(domain=[x0, x1], zero=False), alt.Scale(domain=[y0, y1], zero=False)
+    return {"x": alt.X("x:Q", axis=no_axis, scale=xs), "y": alt.Y("y:Q", axis=no_axis, scale=ys)}
+
+
+def padded_extent(rows: Sequence[Mapping], pad: float = 0.04) -> tuple[float, float, float, float]:
+    """(xmin, xmax, ymin, ymax) of the rows' "x" and "y", widened by `pad` of each span.
+
+    Example:
+        >>> padded_extent([{"x": 0, "y": 0}, {"x": 10, "y": 5}], pad=0.1)
+        (-1.0, 11.0, -0.5, 5.5)
+    """
+    xs = [r["x"] for r in rows if r.get("x") is not None]
+    ys = [r["y"] for r in rows if r.get("y") is not None]
+    if not xs or not ys:
+        return (0.0, 1.0, 0.0, 1.0)
+    out = []
+    for lo, hi in ((min(xs), max(xs)), (min(ys), max(ys))):
+        span = (hi - lo) or 1.0
+        out += [float(lo - pad * span), float(hi + pad * span)]
+    return tuple(out)
 
 
 def finish(chart: alt.TopLevelMixin, datasets: Mapping[str, list] | None = None) -> dict:

@@ -28,7 +28,7 @@ from deepeyes_keras.charts.common import (
 )
 from deepeyes_keras.run.layout import N_BINS
 
-__all__ = ["histograms_spec"]
+__all__ = ["histograms_spec", "default_step", "interval_labels"]
 
 
 def histograms_spec(
@@ -41,10 +41,11 @@ def histograms_spec(
     """Perplexity histograms and their change, one row per layer, chosen snapshot by a param.
 
     Row i shows, for layer i at the step chosen by the ``snapshot`` param (a select box over the
-    recorded steps, the last one first): left, the 30-bin perplexity histogram (bars from bin edge
-    ``lo`` to ``hi`` over [1, F]); right, the change since the previous snapshot (increases above
-    the axis in green, decreases below in red). Each layer's y scale is its own and fixed over
-    all snapshots (so bars can be compared across steps); the change scale is symmetric.
+    recorded steps, opening at the last full one: `default_step`): left, the 30-bin perplexity
+    histogram (bars from bin edge ``lo`` to ``hi`` over [1, F]); right, the change since the
+    previous snapshot (increases above the axis in green, decreases below in red). Each layer's
+    y scale is its own and fixed over all snapshots (so bars can be compared across steps); the
+    change scale is symmetric.
 
     Args:
         layers: ``[{"name": str, "n_filters": int}, ...]`` (row order).
@@ -75,7 +76,7 @@ def histograms_spec(
 
     snapshot = alt.param(
         name="snapshot",
-        value=steps[-1],
+        value=default_step(steps),
         bind=alt.binding_select(
             options=steps, labels=interval_labels(steps, rows), name="snapshot step "
         ),
@@ -85,8 +86,35 @@ def histograms_spec(
         _layer_panels(base, i, layer, extent[str(layer["name"])], snapshot, width, height)
         for i, layer in enumerate(layers)
     ]
-    chart = alt.vconcat(*panel_rows, params=[snapshot.param]).resolve_scale(y="independent")
+    # One colour scale (increase / decrease) with one legend, on the first row: the legends
+    # are resolved per view, or Vega-Lite warns of conflicting legend properties.
+    chart = (
+        alt.vconcat(*panel_rows, params=[snapshot.param])
+        .resolve_scale(y="independent")
+        .resolve_legend(color="independent")
+    )
     return finish(chart, {"histograms": rows})
+
+
+TAIL_FRACTION = 0.5  # a last interval shorter than this share of the one before is a tail
+
+
+def default_step(steps: list[int]) -> int:
+    """The snapshot shown first: the last one, unless its interval is a short tail.
+
+    A run that stops just after a snapshot (2001 after 2000) ends with an interval of a step
+    or two; the view opens at the last full snapshot instead (the tail stays selectable, its
+    label says how short it is). The layer pages use the same rule
+    (``deepeyes_keras/site/pages.py``, which may not import Altair).
+
+    Example:
+        >>> default_step([1000, 2000, 2001]), default_step([100, 200, 300])
+        (2000, 300)
+    """
+    if len(steps) < 2:
+        return steps[-1]
+    before = steps[-2] - (steps[-3] if len(steps) > 2 else 0)
+    return steps[-2] if steps[-1] - steps[-2] < TAIL_FRACTION * before else steps[-1]
 
 
 def interval_labels(steps: list[int], rows: list[dict]) -> list[str]:

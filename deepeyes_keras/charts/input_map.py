@@ -12,6 +12,10 @@ two layers: the points coloured by label, which carries the ``brush`` (Altair na
   detects, T3).
 * "label": no overlay.
 
+The label legend shows while the label colours do, the activation legend while the overlay
+does (the other one is transparent). Points that stand for several identical instances (rows
+with ``weight``) are drawn larger, and their tooltip says how many.
+
 Example:
     >>> chart = input_map_chart(alt.Data(name="points"), n_labels=2, n_shown=5, n_points=9,
     ...                         brush=alt.selection_interval(name="brush"))
@@ -24,6 +28,7 @@ from __future__ import annotations
 import altair as alt
 
 from deepeyes_keras.charts.common import COLOR_SCHEME, MAP_SIZE, label_scale, scatter_xy
+from deepeyes_keras.charts.layer_data import activation_expr
 
 __all__ = ["INPUT_MAP_VIEW", "OVERLAY_EXPR", "input_map_chart"]
 
@@ -32,32 +37,74 @@ INPUT_MAP_VIEW = "input_map"
 # filters, or null (label colours). `filter.filter` is the point selection's array of values.
 OVERLAY_EXPR = (
     "overlay == 'filter' && isValid(filter.filter) && length(filter.filter) > 0"
-    " ? datum.a[filter.filter[0]] / 100"
+    f" ? {activation_expr('filter.filter[0]')}"
     " : (overlay == 'max over all filters' ? datum.amax / 100 : null)"
 )
+# Whether the overlay colours the points (then the label legend is hidden, and vice versa).
+OVERLAY_ON = (
+    "overlay == 'max over all filters' || (overlay == 'filter' && isValid(filter.filter)"
+    " && length(filter.filter) > 0)"
+)
 POINT_TOOLTIP = ("image:N", "label:N", "step:Q", "point:Q")
+POINT_SIZE = 22  # px^2; with weights, a point of one instance
+WEIGHT_TITLE = "identical instances"
+
+
+def _legend(title: str, shown_expr: str, **kwargs) -> alt.Legend:
+    """A legend that is drawn only while `shown_expr` holds (otherwise transparent)."""
+    shown = alt.ExprRef(f"({shown_expr}) ? 1 : 0")
+    return alt.Legend(title=title, symbolOpacity=shown, labelOpacity=shown, titleOpacity=shown,
+                      **kwargs)  # fmt: skip
 
 
 def input_map_chart(
-    points: alt.Data, *, n_labels: int, n_shown: int, n_points: int, brush: alt.Parameter
+    points: alt.Data,
+    *,
+    n_labels: int,
+    n_shown: int,
+    n_points: int,
+    brush: alt.Parameter,
+    extent: tuple[float, float, float, float] | None = None,
+    max_weight: int | None = None,
 ) -> alt.LayerChart:
-    """The input map of `n_shown` of `n_points` instances, `brush` added to its label layer."""
+    """The input map of `n_shown` of `n_points` instances, `brush` added to its label layer.
+
+    `extent`: (xmin, xmax, ymin, ymax) of the points (fixed scales: the overlay layer is often
+    empty). `max_weight`: the rows carry ``weight`` (identical instances collapsed into one
+    point; this is the largest), drawn as point area (square-root scale from 1) and named in the
+    tooltip; None: no weights.
+    """
+    xy = scatter_xy(extent)
+    weighted = max_weight is not None
+    tooltip = list(POINT_TOOLTIP) + ([alt.Tooltip("weight:Q", title=WEIGHT_TITLE)]
+                                     if weighted else [])  # fmt: skip
+    size = (
+        {"size": alt.Size("weight:Q", title=WEIGHT_TITLE,
+                          scale=alt.Scale(type="sqrt", domain=[1, max(int(max_weight), 2)],
+                                          range=[POINT_SIZE, 40 * POINT_SIZE]),
+                          legend=alt.Legend(title=WEIGHT_TITLE, symbolFillColor="#888888",
+                                            symbolStrokeWidth=0, tickMinStep=1))}
+        if weighted else {}
+    )  # fmt: skip
     by_label = (
         alt.Chart(name=INPUT_MAP_VIEW)
-        .mark_circle(size=22, opacity=0.85)
-        .encode(**scatter_xy(), color=alt.Color("label:N", scale=label_scale(n_labels)),
-                tooltip=list(POINT_TOOLTIP))
+        .mark_circle(size=POINT_SIZE, opacity=0.85)
+        .encode(**xy, **size, tooltip=tooltip,
+                color=alt.Color("label:N", scale=label_scale(n_labels),
+                                legend=_legend("label", f"!({OVERLAY_ON})")))
         .add_params(brush)
     )  # fmt: skip
     by_overlay = (
         alt.Chart()  # unnamed: Altair lists every named layer in the brush's views
         .transform_calculate(ov=OVERLAY_EXPR)
         .transform_filter("isValid(datum.ov)")
-        .mark_circle(size=22, opacity=1.0)
-        .encode(**scatter_xy(),
+        .mark_circle(size=POINT_SIZE, opacity=1.0)
+        .encode(**xy, **size,
                 color=alt.Color("ov:Q", scale=alt.Scale(domain=[0, 1], scheme=COLOR_SCHEME),
-                                legend=alt.Legend(title="activation / max")),
-                tooltip=[*POINT_TOOLTIP, alt.Tooltip("ov:Q", title="activation", format=".2f")])
+                                legend=_legend("activation / max", OVERLAY_ON,
+                                               gradientOpacity=alt.ExprRef(
+                                                   f"({OVERLAY_ON}) ? 1 : 0"))),
+                tooltip=[*tooltip, alt.Tooltip("ov:Q", title="activation", format=".2f")])
     )  # fmt: skip
     return (
         alt.layer(by_label, by_overlay, data=points)

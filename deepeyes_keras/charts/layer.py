@@ -22,12 +22,12 @@ from collections.abc import Sequence
 
 import altair as alt
 
-from deepeyes_keras.charts.common import finish
+from deepeyes_keras.charts.common import finish, padded_extent
 from deepeyes_keras.charts.filter_map import filter_map_chart
 from deepeyes_keras.charts.heatmap import heatmap_chart
 from deepeyes_keras.charts.input_map import input_map_chart
 from deepeyes_keras.charts.layer_data import DEFAULT_MAX_VALUES, STALE_FRACTION, layer_rows
-from deepeyes_keras.charts.layer_params import layer_params
+from deepeyes_keras.charts.layer_params import FILTER_VIEWS, layer_params
 from deepeyes_keras.charts.patches import patch_bars_chart, patches_chart
 from deepeyes_keras.charts.variance import variance_chart, variance_rows
 
@@ -55,6 +55,8 @@ def layer_spec(
     stale_fraction: float = STALE_FRACTION,
     max_values: int = DEFAULT_MAX_VALUES,
     selected_filter: int | None = None,
+    point_weight: Sequence[int] | None = None,
+    activation_codes: bool = False,
     cumulative_variance=None,
     signal_rank: int | None = None,
     suggested_width: int | None = None,
@@ -78,6 +80,10 @@ def layer_spec(
         max_values: bound on shown points x F (the activation arrays dominate the spec's size):
             wide layers show fewer points, min(max_points, max_values // F).
         selected_filter: filter selected when the page opens (None: no selection).
+        point_weight: (n,) instances each point stands for (identical descriptors); each point
+            row then carries ``weight``. None: no ``weight`` field.
+        activation_codes: each point's ``a`` as one character per filter (a third of the
+            size; see `deepeyes_keras/charts/layer_data.py`) instead of an array of ints.
         cumulative_variance: the T4 evidence (`deepeyes_keras/derive/width.py`), (F,): the
             share of the output variance held by the first 1..F principal directions. None
             (the default): no variance view and no ``keep`` param.
@@ -87,8 +93,8 @@ def layer_spec(
         width_text: the T4 evidence sentence, shown under the view's title.
 
     Returns:
-        A Vega-Lite v6 spec dict with params heatmap_mode, heatmap_sort, overlay, filter, brush
-        (and keep, with `cumulative_variance`).
+        A Vega-Lite v6 spec dict with params heatmap_mode, heatmap_sort, heatmap_range,
+        heatmap_top, overlay, filter, brush (and keep, with `cumulative_variance`).
 
     Example:
         >>> import numpy as np
@@ -98,8 +104,8 @@ def layer_spec(
         ...     filter_label=[0, 1, -1, 0], filter_strength=rng.random(4),
         ...     points_xy=rng.random((5, 2)), point_label=[0, 1, 0, 1, 1],
         ...     point_activation=rng.random((5, 4)), thumbnails=[None] * 5, n_labels=2)
-        >>> sorted(p["name"] for p in spec["params"])
-        ['brush', 'filter', 'heatmap_mode', 'heatmap_sort', 'overlay']
+        >>> sorted(p["name"] for p in spec["params"])[:4]
+        ['brush', 'filter', 'heatmap_mode', 'heatmap_range']
     """
     rows = layer_rows(
         step=step, max_activation=max_activation, frequency=frequency,
@@ -107,16 +113,20 @@ def layer_spec(
         filter_strength=filter_strength, points_xy=points_xy, point_label=point_label,
         point_activation=point_activation, thumbnails=thumbnails, max_points=max_points,
         seed=seed, point_step=point_step, stale_fraction=stale_fraction, max_values=max_values,
-        selected_filter=selected_filter,
+        selected_filter=selected_filter, point_weight=point_weight,
+        activation_codes=activation_codes,
     )  # fmt: skip
     with_width = _width_given(cumulative_variance, signal_rank, suggested_width)
-    params = layer_params(selected_filter=selected_filter,
+    tops = {k: max([f[k] for f in rows.filters if f[k] is not None], default=1.0)
+            for k in ("max", "frequency")}  # fmt: skip
+    params = layer_params(selected_filter=selected_filter, top_max=tops["max"],
                           keep_width=suggested_width if with_width else None)  # fmt: skip
     filters, points = alt.Data(name="filters"), alt.Data(name="points")
     picked, brush, n_filters = params.picked, params.brush, rows.n_filters
     datasets = {"filters": rows.filters, "points": rows.points}
 
-    heatmap = heatmap_chart(filters, n_filters=n_filters, picked=picked, with_keep=with_width)
+    heatmap = heatmap_chart(filters, n_filters=n_filters, picked=picked, with_keep=with_width,
+                            top_max=tops["max"], top_frequency=tops["frequency"])  # fmt: skip
     if with_width:
         width_rows = variance_rows(
             cumulative_variance,
@@ -132,19 +142,50 @@ def layer_spec(
         )).properties(spacing=30)  # fmt: skip
     filter_map = filter_map_chart(filters, n_filters=n_filters, n_labels=n_labels, picked=picked)
     input_map = input_map_chart(
-        points, n_labels=n_labels, n_shown=len(rows.points), n_points=rows.n_points, brush=brush
-    )
+        points, n_labels=n_labels, n_shown=len(rows.points), n_points=rows.n_points, brush=brush,
+        extent=padded_extent(rows.points),
+        max_weight=max((p["weight"] for p in rows.points if "weight" in p), default=None),
+    )  # fmt: skip
     patches = patches_chart(points, brush=brush)
     bars = patch_bars_chart(points, n_filters=n_filters, brush=brush, picked=picked)
 
-    top = (heatmap | filter_map).properties(spacing=40)
-    bottom = (input_map | (patches & bars)).properties(spacing=40)
+    # Each view keeps its own colour and size scales (the variance rules' colours are not labels).
+    top = (heatmap | filter_map).properties(spacing=40).resolve_scale(
+        color="independent", size="independent")  # fmt: skip
+    bottom = (input_map | (patches & bars)).properties(spacing=40).resolve_scale(
+        color="independent", size="independent")  # fmt: skip
     # The top-level params go in at construction: vconcat then lifts the brush from its view
     # beside them (setting params afterwards would drop it).
     chart = alt.vconcat(
         top, bottom, params=params.top_level(), title=f"{layer}, step {int(step)}"
     ).resolve_scale(color="independent", size="independent")
-    return finish(chart, datasets)
+    return restore_view_names(finish(chart, datasets), FILTER_VIEWS)
+
+
+def restore_view_names(spec: dict, names: Sequence[str]) -> dict:
+    """`spec` with the units Altair renamed inside layers (``heatmap_0``) named `names` again.
+
+    Altair suffixes a named unit of a layer inside a concat with its position; the ``filter``
+    selection lists its views by their given names, and tests and readers find the marks as
+    ``heatmap_marks``. Each name must belong to one unit.
+    """
+    wanted = set(names)
+
+    def walk(node):
+        if isinstance(node, dict):
+            name = node.get("name")
+            if "mark" in node and isinstance(name, str) and name not in wanted:
+                base, _, suffix = name.rpartition("_")
+                if base in wanted and suffix.isdigit():
+                    node["name"] = base
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec)
+    return spec
 
 
 def _width_given(cumulative_variance, signal_rank, suggested_width) -> bool:

@@ -11,6 +11,14 @@ as ``datum.a[k]``; ``amax`` = max_k a[k] is precomputed. At most `max_points` po
 subsample) and at most `max_values` points x F values are shown, which bounds the spec (2,000
 points x 500 filters: about 3.6 MB of activations).
 
+With ``activation_codes=True`` (what the views stage writes) ``a`` is instead a string of one
+character per filter, ``ACTIVATION_CODES[round(63 * a_k / max)]``: a third of the size again.
+The charts read either form through `activation_expr` (``isString(datum.a)`` tells them apart);
+``amax`` stays an int 0..100.
+
+Points may stand for several instances with the same descriptor (`point_weight`, from the maps
+stage, which embeds identical descriptors once): their rows carry ``weight``, the count.
+
 A filter's maximum is *stale* (drawn small and faded) when ``reliability_age > stale_fraction *
 step`` (default 0.5: the filter last reached theta * mu more than half the run ago).
 
@@ -32,7 +40,34 @@ import numpy as np
 
 from deepeyes_keras.charts.common import clean_number, label_name
 
-__all__ = ["LayerRows", "layer_rows", "STALE_FRACTION", "DEFAULT_MAX_VALUES"]
+__all__ = [
+    "ACTIVATION_CODES",
+    "DEFAULT_MAX_VALUES",
+    "STALE_FRACTION",
+    "LayerRows",
+    "activation_expr",
+    "code_value_expr",
+    "layer_rows",
+]
+
+# One character per activation level 0..63 (JSON- and Vega-string-safe, no escapes needed).
+ACTIVATION_CODES = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_"
+CODE_TOP = len(ACTIVATION_CODES) - 1
+
+
+def code_value_expr(char: str) -> str:
+    """Vega expression: the activation (0..1) of one code character `char` (an expression)."""
+    return f"indexof('{ACTIVATION_CODES}', {char}) / {CODE_TOP}"
+
+
+def activation_expr(k: str) -> str:
+    """Vega expression: the normalised activation (0..1) of filter `k` (an expression) at a
+    point, whether its ``a`` is an array of ints 0..100 or a string of codes."""
+    return (
+        f"(isString(datum.a) ? {code_value_expr(f'substring(datum.a, {k}, ({k}) + 1)')}"
+        f" : datum.a[{k}] / 100)"
+    )
+
 
 STALE_FRACTION = 0.5  # age / step above which a filter's max is drawn as stale
 DEFAULT_MAX_VALUES = 1_000_000  # bound on points x filters activation values in one spec
@@ -66,6 +101,8 @@ def layer_rows(
     stale_fraction: float = STALE_FRACTION,
     max_values: int = DEFAULT_MAX_VALUES,
     selected_filter: int | None = None,
+    point_weight: Sequence[int] | None = None,
+    activation_codes: bool = False,
 ) -> LayerRows:
     """Checked filter and point rows; arguments as in `layer_spec`, ValueError naming a bad one."""
     mu = _array("max_activation", max_activation, (None,))
@@ -85,13 +122,20 @@ def layer_rows(
     plabel = _array("point_label", point_label, (n_points,))
     psteps = _array("point_step", [step] * n_points if point_step is None else point_step,
                     (n_points,))  # fmt: skip
+    weights = None if point_weight is None else _array("point_weight", point_weight, (n_points,))
+    if weights is not None and (weights < 1).any():
+        raise ValueError("Invalid value for argument point_weight. Received: a weight below 1. "
+                         "Expected the number of instances of each point (>= 1).")  # fmt: skip
     _check_options(n_filters, n_points, thumbnails, max_points, max_values, selected_filter)
 
     shown = min(max_points, max(1, max_values // n_filters))
     keep = np.arange(n_points)
     if n_points > shown:
         keep = np.sort(np.random.default_rng(seed).choice(n_points, shown, replace=False))
-    points = _point_rows(pxy, plabel, act, list(thumbnails), psteps, keep)
+    points = _point_rows(pxy, plabel, act, list(thumbnails), psteps, keep, activation_codes)
+    if weights is not None:  # instances each point stands for (identical descriptors)
+        for row, i in zip(points, keep, strict=True):
+            row["weight"] = int(weights[i])
     stale = per_filter["reliability_age"] > stale_fraction * max(int(step), 1)
     filters = _filter_rows(mu, per_filter, fxy, stale)
     return LayerRows(filters, points, n_filters, n_points)
@@ -126,15 +170,22 @@ def _check_options(n_filters, n_points, thumbnails, max_points, max_values, sele
                          f"{selected_filter}. Expected None or 0..{n_filters - 1}.")  # fmt: skip
 
 
-def _point_rows(xy, label, activation, thumbnails, steps, keep) -> list[dict]:
+def _point_rows(xy, label, activation, thumbnails, steps, keep, codes=False) -> list[dict]:
     """One row per kept point: position, label, step, thumbnail and scaled activations."""
     act = np.nan_to_num(activation[keep], nan=0.0, posinf=0.0, neginf=0.0).clip(min=0.0)
     top = act.max(axis=0) if len(keep) else np.zeros(activation.shape[1])
-    scaled = np.rint(100.0 * act / np.where(top > 0, top, 1.0)).astype(int)
+    share = act / np.where(top > 0, top, 1.0)
+    scaled = np.rint(100.0 * share).astype(int)
+    if codes:
+        table = np.array(list(ACTIVATION_CODES))
+        level = np.rint(CODE_TOP * share).astype(int)
+        values = ["".join(table[row]) for row in level]
+    else:
+        values = [row.tolist() for row in scaled]
     return [
         {"point": int(i), "x": clean_number(xy[i, 0]), "y": clean_number(xy[i, 1]),
          "label": label_name(label[i]), "step": int(steps[i]), "image": thumbnails[i],
-         "a": scaled[r].tolist(), "amax": int(scaled[r].max(initial=0))}
+         "a": values[r], "amax": int(scaled[r].max(initial=0))}
         for r, i in enumerate(keep)
     ]  # fmt: skip
 

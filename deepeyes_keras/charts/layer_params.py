@@ -1,10 +1,12 @@
-"""The named params that link the views of a layer page, and its controls (three radio groups).
+"""The named params that link the views of a layer page, and its controls (four radio groups).
 
 Draws nothing itself: the radio groups are the page's controls, bound to top-level params, and
 the selections are what the views share (see `deepeyes_keras/charts/layer.py` for the page):
 
 * ``heatmap_mode`` (radio "max" | "frequency") and ``heatmap_sort`` (radio "index" | "value"):
-  read by the heatmap's transforms (`deepeyes_keras/charts/heatmap.py`).
+  read by the heatmap's transforms (`deepeyes_keras/charts/heatmap.py`); ``heatmap_range``
+  (radio "fixed across snapshots" | "per snapshot") and ``heatmap_top`` (unbound: the top of the
+  fixed max range, which the viewer carries across snapshots) by its colour scale.
 * ``overlay`` (radio "label" | "filter" | "max over all filters", default "filter"): read by the
   input map's overlay layer (`deepeyes_keras/charts/input_map.py`).
 * ``filter`` (point selection on field "filter", one filter at a time, double click clears),
@@ -21,7 +23,7 @@ the selections are what the views share (see `deepeyes_keras/charts/layer.py` fo
 Example:
     >>> params = layer_params(selected_filter=3)
     >>> [p.name for p in params.top_level()]
-    ['heatmap_mode', 'heatmap_sort', 'overlay', 'filter']
+    ['heatmap_mode', 'heatmap_sort', 'heatmap_range', 'heatmap_top', 'overlay', 'filter']
     >>> params.top_level()[-1].value
     [{'filter': 3}]
     >>> layer_params(keep_width=8).keep.param.value
@@ -34,8 +36,9 @@ from dataclasses import dataclass
 
 import altair as alt
 
+from deepeyes_keras.charts.common import clean_number
 from deepeyes_keras.charts.filter_map import FILTER_MAP_VIEW
-from deepeyes_keras.charts.heatmap import HEATMAP_VIEW
+from deepeyes_keras.charts.heatmap import HEATMAP_VIEW, RANGE_OPTIONS
 from deepeyes_keras.charts.patches import PATCH_BARS_VIEW
 from deepeyes_keras.charts.variance import KEEP_PARAM
 
@@ -62,6 +65,8 @@ class LayerParams:
 
     heatmap_mode: alt.Parameter
     heatmap_sort: alt.Parameter
+    heatmap_range: alt.Parameter
+    heatmap_top: alt.Parameter
     overlay: alt.Parameter
     brush: alt.Parameter
     picked: alt.When
@@ -71,7 +76,8 @@ class LayerParams:
 
     def top_level(self) -> list:
         """The params declared on the page's top-level chart (brush, keep: on their views)."""
-        return [self.heatmap_mode.param, self.heatmap_sort.param, self.overlay.param, self.filter]
+        return [self.heatmap_mode.param, self.heatmap_sort.param, self.heatmap_range.param,
+                self.heatmap_top.param, self.overlay.param, self.filter]  # fmt: skip
 
 
 def _radio(name: str, value: str, options: list[str], text: str) -> alt.Parameter:
@@ -79,17 +85,21 @@ def _radio(name: str, value: str, options: list[str], text: str) -> alt.Paramete
 
 
 def layer_params(
-    *, selected_filter: int | None = None, keep_width: int | None = None
+    *, selected_filter: int | None = None, keep_width: int | None = None, top_max: float = 1.0
 ) -> LayerParams:
     """The params of a layer page.
 
     Args:
+        top_max: the largest max activation of the snapshot: where ``heatmap_top`` starts.
         selected_filter: the filter selected when the page opens (None: none).
         keep_width: the width the ``keep`` selection starts at (the suggested width); None: the
             page has no variance curve and no ``keep`` param.
     """
     heatmap_mode = _radio("heatmap_mode", "max", ["max", "frequency"], "heatmap colour ")
     heatmap_sort = _radio("heatmap_sort", "index", ["index", "value"], "heatmap order ")
+    heatmap_range = _radio("heatmap_range", RANGE_OPTIONS[0], list(RANGE_OPTIONS),
+                           "heatmap colour range ")  # fmt: skip
+    heatmap_top = alt.param(name="heatmap_top", value=clean_number(top_max) or 1)
     overlay = _radio("overlay", "filter", list(OVERLAY_MODES), "input map colour ")
     brush = alt.selection_interval(name="brush", encodings=["x", "y"])
     # One point selection driven by several views, declared once at the top level with its views
@@ -120,6 +130,8 @@ def layer_params(
     return LayerParams(
         heatmap_mode=heatmap_mode,
         heatmap_sort=heatmap_sort,
+        heatmap_range=heatmap_range,
+        heatmap_top=heatmap_top,
         overlay=overlay,
         brush=brush,
         picked=alt.when(selection, empty=False),

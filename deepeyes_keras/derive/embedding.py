@@ -15,9 +15,14 @@ import numpy as np
 
 from deepeyes_keras.derive import tsne
 
-__all__ = ["FilterMap", "carry_layout", "filter_map", "input_map", "perplexity_of"]
+__all__ = ["DUPLICATE_TOLERANCE", "Duplicates", "FilterMap", "carry_layout",
+           "collapse_duplicates", "filter_map", "input_map", "perplexity_of"]  # fmt: skip
 
 ProgressFn = Callable[[float, str], object]
+
+# Descriptors closer than this, relative to the layer's largest absolute value, are one point:
+# about float16's rounding step (descriptors are stored as float16).
+DUPLICATE_TOLERANCE = 1e-3
 
 # Below 4 points a t-SNE cannot calibrate: the perplexity rule (n - 1) / 3 would fall below 1.
 _MIN_TSNE_POINTS = 4
@@ -51,6 +56,61 @@ def perplexity_of(activations: np.ndarray) -> np.ndarray:
     terms = np.where(p > 0, p * np.log2(np.where(p > 0, p, 1.0)), 0.0)
     # Rounding can put 2**H a hair outside [1, F]; the definition guarantees that range.
     return np.clip(2.0 ** (-terms.sum(axis=1)), 1.0, float(n_filters))
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """Result of :func:`collapse_duplicates`.
+
+    Attributes:
+        first: ``(m,)`` row of the first instance of each distinct descriptor, in row order.
+        point: ``(n,)`` the distinct descriptor (0..m-1) of each row.
+        weight: ``(m,)`` how many rows each distinct descriptor stands for.
+    """
+
+    first: np.ndarray
+    point: np.ndarray
+    weight: np.ndarray
+
+
+def collapse_duplicates(
+    descriptors: np.ndarray, *, tolerance: float = DUPLICATE_TOLERANCE
+) -> Duplicates:
+    """Groups identical (or near-identical) descriptors, to embed each group as one weighted point.
+
+    Two rows are one point when every value rounds to the same multiple of ``tolerance *
+    max|descriptors|`` (0: exactly equal values): blank background patches (~40% of conv1's
+    MNIST instances) become one point, not a disc of copies. Numbered by first row.
+
+    Args:
+        descriptors: ``(n, D)`` numeric array; NaN and +-inf count as 0.
+        tolerance: relative rounding step, >= 0 (default ``DUPLICATE_TOLERANCE``).
+
+    Example:
+        >>> d = collapse_duplicates(np.array([[0.0, 0.0], [1.0, 2.0], [0.0, 0.0]]))
+        >>> d.first.tolist(), d.point.tolist(), d.weight.tolist()
+        ([0, 1], [0, 1, 0], [2, 1])
+    """
+    x = np.nan_to_num(_as_float_matrix(descriptors, "descriptors", allow_empty=True))
+    if not isinstance(tolerance, numbers.Real) or not np.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(
+            f"Invalid value for argument tolerance. Received: tolerance={tolerance!r}. "
+            "Expected a finite number >= 0 (0: only exactly equal descriptors merge)."
+        )
+    if len(x) == 0:
+        empty = np.zeros(0, np.int64)
+        return Duplicates(empty, empty, empty)
+    top = float(np.abs(x).max())
+    keys = np.rint(x / (tolerance * top)) if tolerance > 0 and top > 0 else x
+    _, first, inverse, counts = np.unique(
+        keys, axis=0, return_index=True, return_inverse=True, return_counts=True
+    )
+    order = np.argsort(first, kind="stable")  # number the points by their first row
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return Duplicates(
+        first[order].astype(np.int64), rank[inverse.ravel()].astype(np.int64), counts[order]
+    )
 
 
 def input_map(

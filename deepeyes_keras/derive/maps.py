@@ -38,7 +38,12 @@ def _reduce(descriptors: np.ndarray, seed: int) -> np.ndarray:
 
 
 def layer_maps(
-    layer, *, previous: dict | None = None, max_points: int = 2000, seed: int = 0
+    layer,
+    *,
+    previous: dict | None = None,
+    max_points: int = 2000,
+    seed: int = 0,
+    tolerance: float = embedding.DUPLICATE_TOLERANCE,
 ) -> dict[str, np.ndarray]:
     """Computes the input map and filter map of one layer at one snapshot.
 
@@ -47,9 +52,13 @@ def layer_maps(
         previous: the maps of the same layer at the previous snapshot, to start from.
         max_points: bound on the input map's points (a seeded subset of the reservoir).
         seed: seed of the subset and the embeddings.
+        tolerance: instances whose descriptors agree within it (relative, see
+            :func:`deepeyes_keras.derive.embedding.collapse_duplicates`) are one map point.
 
     Returns:
-        Arrays: ``uid`` and ``xy`` of the input map's points; ``filter_xy``, ``filter_label``,
+        Arrays: ``uid`` and ``xy`` of the input map's instances (instances of one point share
+        its position), ``point`` (the map point of each instance, 0..m-1) and ``weight`` (the
+        instances of each point, (m,)), embedded once per point; ``filter_xy``, ``filter_label``,
         ``filter_strength`` and ``filter_perplexity`` of the filter map; ``seconds``.
     """
     began = time.perf_counter()
@@ -58,16 +67,24 @@ def layer_maps(
     if len(order) > max_points:
         order = np.sort(np.random.default_rng(seed).choice(len(order), max_points, replace=False))
     uid = samples.uid[order]
-    x = _reduce(samples.descriptor[order], seed)
+    groups = embedding.collapse_duplicates(samples.descriptor[order], tolerance=tolerance)
+    x = _reduce(samples.descriptor[order][groups.first], seed)  # one row per distinct descriptor
     if previous is not None and len(previous["uid"]) and len(uid):
-        init = embedding.carry_layout(list(previous["uid"]), previous["xy"], list(uid), x)
+        # Each instance starts where it was (or near its kept neighbours); a point at the mean.
+        each = embedding.carry_layout(list(previous["uid"]), previous["xy"], list(uid),
+                                      x[groups.point])  # fmt: skip
+        init = np.zeros((len(groups.first), 2))
+        np.add.at(init, groups.point, each)
+        init /= groups.weight[:, None]
         xy = embedding.input_map(x, init=init, seed=seed, **CARRIED_SCHEDULE)
     else:
         xy = embedding.input_map(x, seed=seed, **FRESH_SCHEDULE)
     fmap = embedding.filter_map(layer.jaccard, layer.label_activation, seed=seed)
     return {
         "uid": uid.astype(np.int64),
-        "xy": np.asarray(xy, np.float32),
+        "xy": np.asarray(xy, np.float32)[groups.point],
+        "point": groups.point.astype(np.int32),
+        "weight": groups.weight.astype(np.int32),
         "filter_xy": np.asarray(fmap.xy, np.float32),
         "filter_label": np.asarray(fmap.label, np.int32),
         "filter_strength": np.asarray(fmap.strength, np.float32),

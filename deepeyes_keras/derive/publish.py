@@ -48,7 +48,8 @@ def layer_view_within(snapshot, name: str, budget: int, cache: ThumbnailCache):
     maps = snapshot.layers[name].maps
     if maps is None:
         return None
-    total = len(maps["uid"])
+    # One input-map point per distinct descriptor (identical instances share a weighted point).
+    total = len(maps["weight"]) if "weight" in maps else len(maps["uid"])
     points = total
     while True:
         spec = views.layer_view(snapshot, name, cache=cache, max_points=points)

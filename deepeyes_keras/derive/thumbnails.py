@@ -22,7 +22,7 @@ import numpy as np
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CONSTANT_GREY = 128  # value of every pixel of a constant image (min == max)
 
-__all__ = ["png_bytes", "data_url", "patch_thumbnail", "CONSTANT_GREY"]
+__all__ = ["png_bytes", "data_url", "patch_thumbnail", "CONSTANT_GREY", "ThumbnailCache"]
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:
@@ -45,7 +45,7 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.rint((x - lo) * (255.0 / (hi - lo))).clip(0, 255).astype(np.uint8)
 
 
-def png_bytes(image: np.ndarray, *, scale: int = 1) -> bytes:
+def png_bytes(image: np.ndarray, *, scale: int = 1, bit_depth: int = 8) -> bytes:
     """Encode a 2-D grey or RGB float array as an 8-bit PNG.
 
     Args:
@@ -53,6 +53,8 @@ def png_bytes(image: np.ndarray, *, scale: int = 1) -> bytes:
             image: min -> 0, max -> 255; a constant image becomes mid-grey (`CONSTANT_GREY`).
             Non-finite values are drawn as the minimum.
         scale: integer nearest-neighbour upscaling factor (>= 1).
+        bit_depth: 8, or 4 for a grey image (16 levels, two pixels a byte: about a quarter
+            smaller; RGB images stay 8-bit).
 
     Returns:
         The PNG file as bytes.
@@ -76,13 +78,19 @@ def png_bytes(image: np.ndarray, *, scale: int = 1) -> bytes:
             f"Invalid value for argument scale. Received: scale={scale!r}. "
             "Expected an integer >= 1."
         )
+    if bit_depth not in (4, 8):
+        raise ValueError(
+            f"Invalid value for argument bit_depth. Received: bit_depth={bit_depth!r}. "
+            "Expected 4 or 8."
+        )
     pixels = _to_uint8(arr)
     if scale > 1:
         pixels = np.repeat(np.repeat(pixels, scale, axis=0), scale, axis=1)
     height, width = pixels.shape[:2]
     color_type = 0 if pixels.ndim == 2 else 2  # 0: grayscale, 2: RGB (truecolour)
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-    rows = pixels.reshape(height, -1)
+    depth = bit_depth if color_type == 0 else 8
+    rows = pixels.reshape(height, -1) if depth == 8 else _pack_nibbles(pixels)
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, 0)
     # Filter type 0 (None) on every row: a leading zero byte per scanline.
     raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1).tobytes()
     return (
@@ -93,12 +101,20 @@ def png_bytes(image: np.ndarray, *, scale: int = 1) -> bytes:
     )
 
 
+def _pack_nibbles(pixels: np.ndarray) -> np.ndarray:
+    """(h, w) uint8 grey to 4-bit levels (0..15, rounded), two pixels a byte, high nibble first."""
+    levels = (pixels.astype(np.int32) * 15 + 127) // 255
+    if levels.shape[1] % 2:  # a row fills whole bytes: pad with one unused pixel
+        levels = np.concatenate([levels, np.zeros((levels.shape[0], 1), np.int32)], axis=1)
+    return ((levels[:, 0::2] << 4) | levels[:, 1::2]).astype(np.uint8)
+
+
 def data_url(image: np.ndarray, **kw) -> str:
     """`png_bytes(image, **kw)` as a ``data:image/png;base64,...`` URL."""
     return "data:image/png;base64," + base64.b64encode(png_bytes(image, **kw)).decode("ascii")
 
 
-def patch_thumbnail(patch: np.ndarray, *, max_side: int = 32) -> str | None:
+def patch_thumbnail(patch: np.ndarray, *, max_side: int = 32, bit_depth: int = 8) -> str | None:
     """A PNG data URL for one input-space patch, or None when the patch is empty.
 
     The patch layouts are those the reservoir stores: images (h, w, c) with c = 1 or 3 (other
@@ -111,6 +127,7 @@ def patch_thumbnail(patch: np.ndarray, *, max_side: int = 32) -> str | None:
     Args:
         patch: the patch array.
         max_side: target length in pixels of the longer side (>= 1).
+        bit_depth: of grey thumbnails, 8 or 4 (see :func:`png_bytes`).
 
     Example:
         >>> patch_thumbnail(np.zeros((0,))) is None
@@ -143,19 +160,30 @@ def patch_thumbnail(patch: np.ndarray, *, max_side: int = 32) -> str | None:
     if arr.ndim < 3:
         reps = max(1, -(-(max_side // 4) // (img.shape[0] * scale)))
         img = np.repeat(img, reps, axis=0)
-    return data_url(img, scale=scale)
+    return data_url(img, scale=scale, bit_depth=bit_depth)
+
+
+THUMBNAIL_BIT_DEPTH = 4  # the views' thumbnails: 16 grey levels, a quarter of their bytes
 
 
 class ThumbnailCache:
-    """PNG data URLs of reservoir instances, made once per instance (they never change)."""
+    """PNG data URLs of reservoir instances, made once per instance (they never change).
 
-    def __init__(self):
+    Args:
+        bit_depth: of grey thumbnails (`THUMBNAIL_BIT_DEPTH`: 16 levels are plenty for a
+            tooltip and make the views' thumbnails about 25% smaller).
+    """
+
+    def __init__(self, bit_depth: int = THUMBNAIL_BIT_DEPTH):
         self._urls: dict[tuple[str, int], str | None] = {}
+        self.bit_depth = bit_depth
 
     def get(self, key: str, uid: np.ndarray, patches: np.ndarray) -> list[str | None]:
         out = []
         for u, patch in zip(uid.tolist(), patches, strict=True):
             if (key, u) not in self._urls:
-                self._urls[(key, u)] = patch_thumbnail(np.asarray(patch, np.float32))
+                self._urls[(key, u)] = patch_thumbnail(
+                    np.asarray(patch, np.float32), bit_depth=self.bit_depth
+                )
             out.append(self._urls[(key, u)])
         return out

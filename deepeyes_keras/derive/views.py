@@ -15,6 +15,7 @@ changes), the two run-wide views every time. It is the second step of
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,7 +33,9 @@ def overview(run: Run) -> dict:
         for k, v in run.metrics().items()
         if k == "step" or all(x is None or isinstance(x, int | float) for x in v)
     }
-    return charts.overview_spec(metrics)
+    # Epoch-end logs give the validation curves and the epoch boundaries (charts/overview.py).
+    epoch_logs = [log for s in run.snapshots for log in s.record.get("epoch_logs", [])]
+    return charts.overview_spec(metrics, epoch_logs=epoch_logs)
 
 
 def histograms(run: Run) -> dict:
@@ -92,9 +95,16 @@ def layer_view(
     samples = layer.samples
     row_of = {u: i for i, u in enumerate(samples.uid.tolist())}
     rows = np.array([row_of[u] for u in maps["uid"].tolist()], dtype=np.int64)
+    points = map_points(maps, samples.step[rows], samples.label[rows])
+    activation = overlay_activations(layer, maps["uid"])
+    if activation is None:
+        activation = samples.activation[rows].astype(np.float32)
+    rows, shown = rows[points.representative], points.representative
     cache = cache or ThumbnailCache()
+    # The page says which network its overlays show when it is not this snapshot's.
+    note = "" if layer.overlay_note is None else f" (overlays as sampled: {layer.overlay_note})"
     return layer_spec(
-        layer=printable(name),
+        layer=printable(name) + note,
         step=snapshot.step,
         max_activation=layer.max_activation,
         frequency=layer.frequency,
@@ -102,15 +112,54 @@ def layer_view(
         filter_xy=maps["filter_xy"],
         filter_label=maps["filter_label"],
         filter_strength=maps["filter_strength"],
-        points_xy=maps["xy"],
-        point_label=samples.label[rows],
-        point_activation=np.maximum(samples.activation[rows].astype(np.float32), 0),
+        points_xy=maps["xy"][shown],
+        point_label=points.label,
+        point_activation=np.maximum(activation[shown], 0),
         thumbnails=cache.get(layer.key, samples.uid[rows], samples.patch[rows]),
         n_labels=int(snapshot.run.manifest["model"].get("n_labels", 2)),
         max_points=max_points,
         point_step=samples.step[rows],
+        point_weight=points.weight,
+        activation_codes=True,
         **width_evidence(snapshot, name),
     )
+
+
+class MapPoints(NamedTuple):
+    """The points of an input map: one per distinct descriptor (see ``derive/maps.py``)."""
+
+    representative: np.ndarray  # (m,) row of the map's instances drawn for each point
+    label: np.ndarray  # (m,) the most common label among its instances (ties: the smallest)
+    weight: np.ndarray  # (m,) its instances
+
+
+def map_points(maps: dict, step: np.ndarray, label: np.ndarray) -> MapPoints:
+    """Each map point's instance to draw (the latest sampled), label and weight.
+
+    Maps written before duplicates were collapsed (no ``point``) have one point per instance.
+    """
+    n = len(maps["uid"])
+    point = np.asarray(maps["point"], np.int64) if "point" in maps else np.arange(n)
+    m = int(point.max()) + 1 if n else 0
+    order = np.lexsort((np.asarray(step), point))  # by point, then by step: the last is latest
+    last = np.ones(n, bool)
+    last[:-1] = point[order][1:] != point[order][:-1]
+    representative = order[last]
+    labels = np.asarray(label, np.int64)
+    shift = labels.min(initial=0)
+    counts = np.zeros((m, int(labels.max(initial=0) - shift) + 1), np.int64)
+    np.add.at(counts, (point, labels - shift), 1)
+    weight = np.bincount(point, minlength=m)
+    return MapPoints(representative, counts.argmax(axis=1) + shift, weight)
+
+
+def overlay_activations(layer, uid: np.ndarray) -> np.ndarray | None:
+    """The activations recomputed with the snapshot's weights of instances ``uid``, or None."""
+    current = layer.current_activation
+    if current is None:
+        return None
+    row_of = {u: i for i, u in enumerate(layer.reservoir_uids.tolist())}
+    return current[[row_of[u] for u in np.asarray(uid).tolist()]]
 
 
 def _write(path: Path, spec: dict) -> Path:

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from deepeyes_keras.record.budget import MEMORY_BUDGET_MB, choose_within_budget, recorder_bytes
+from deepeyes_keras.record.current import current_activations, why_not_current
 from deepeyes_keras.record.geometry import input_space_maps_by_input
 from deepeyes_keras.record.patches import extract_input_patches, extract_windows
 from deepeyes_keras.record.reservoir import Reservoir
@@ -143,7 +144,9 @@ class Recorder:
         for tap in self.taps:
             self.stats.append(self._make_statistics(tap))
             self.reservoirs.append(self._make_reservoir(tap, reservoir_size))
-        self.measure = tf.function(self._measure, jit_compile=jit_compile)
+        # autograph=False: the measurement has no tensor-dependent Python control flow, and
+        # converting its source was most of the one-off cost of a fit (issue 15).
+        self.measure = tf.function(self._measure, jit_compile=jit_compile, autograph=False)
 
     def _make_capture_variables(self, strategy) -> None:
         k = self.images_per_step
@@ -293,6 +296,10 @@ class Recorder:
         Args:
             written_uid: per layer index, the largest reservoir uid already stored; only rows
                 with a larger uid are copied (the reservoir's bulk columns are large).
+
+        Each layer's ``current_activation`` is the activation of every held instance (rows as
+        ``reservoir_uids``) with the weights of now (``deepeyes_keras/record/current.py``), or
+        None with ``current_reason`` saying why it cannot be recomputed.
         """
 
         def value(v):
@@ -307,11 +314,19 @@ class Recorder:
             for name, column in res.columns.items():
                 if name != "uid":
                     new[name] = tf.gather(tf.convert_to_tensor(column), rows).numpy()
+            held = np.flatnonzero(uid >= 0)
+            reason = why_not_current(tap)
+            current = None
+            if reason is None and len(held):  # the held instances with this snapshot's weights
+                descriptors = tf.gather(tf.convert_to_tensor(res.columns["descriptor"]), held)
+                current = current_activations(tap, descriptors).numpy()
             layers.append(
                 {
                     "stats": {n: value(v) for n, v in stats.variables().items()},
-                    "reservoir_uids": uid[uid >= 0],
+                    "reservoir_uids": uid[held],
                     "new_samples": new,
+                    "current_activation": current,
+                    "current_reason": reason,
                 }
             )
         return {"step": int(value(self.step)), "layers": layers}

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from deepeyes_keras.record.current import encode
 from deepeyes_keras.record.describe import utc_now
 from deepeyes_keras.record.recorder import FLOAT16_MAX, Recorder
 from deepeyes_keras.record.statistics import finalize
@@ -92,14 +93,23 @@ def sample_columns(tap: LayerTap, new: Mapping[str, np.ndarray]) -> dict[str, np
     }
 
 
-def layer_record(key: str, raw_stats: Mapping[str, np.ndarray], reservoir_filled: int) -> dict:
-    """A layer's entry in the snapshot record: its key, instance counts and reservoir fill."""
+def layer_record(
+    key: str,
+    raw_stats: Mapping[str, np.ndarray],
+    reservoir_filled: int,
+    current_reason: str | None = None,
+) -> dict:
+    """A layer's entry in the snapshot record: its key, instance counts, reservoir fill, and
+    which activations its overlays show (``overlay_activations``: ``"current"``, recomputed with
+    the snapshot's weights, or ``"sampled"`` with ``overlay_note`` saying why)."""
     return {
         "key": key,
         "instances": int(raw_stats["instances"]),
         "weighted_instances": float(raw_stats["weighted_instances"]),
         "nonfinite": int(raw_stats["nonfinite"]),
         "reservoir_filled": int(reservoir_filled),
+        "overlay_activations": "current" if current_reason is None else "sampled",
+        "overlay_note": current_reason,
     }
 
 
@@ -164,7 +174,9 @@ class SnapshotAssembler:
         Returns:
             :func:`deepeyes_keras.record.statistics.finalize`'s arrays plus
             ``perplexity_histogram`` (this interval), ``perplexity_change`` (minus the previous
-            interval), ``histogram_cumulative`` and ``reservoir_uids``.
+            interval), ``histogram_cumulative``, ``reservoir_uids`` and, where the layer's
+            activations can be recomputed, ``current_activation`` (uint8 codes, rows as
+            ``reservoir_uids``) and ``current_scale`` (see ``deepeyes_keras/record/current.py``).
         """
         stats = finalize(layer_state["stats"], step=step)
         cumulative = stats.pop("histogram_cumulative")
@@ -176,6 +188,13 @@ class SnapshotAssembler:
         stats["perplexity_change"] = change
         stats["histogram_cumulative"] = cumulative
         stats["reservoir_uids"] = layer_state["reservoir_uids"]
+        # Symmetric: its upper triangle (fc1's 500 x 500: 0.5 MB instead of 1 MB), still float32
+        # (the findings compare similarities with thresholds).
+        jaccard = stats["jaccard"]
+        stats["jaccard"] = jaccard[np.triu_indices(len(jaccard))].astype(np.float32)
+        current = layer_state.get("current_activation")
+        if current is not None:  # 8-bit codes: fc1's 2,000 x 500 are 1 MB, not 4
+            stats["current_activation"], stats["current_scale"] = encode(current)
         return stats
 
     def new_samples(self, tap: LayerTap, new: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -200,5 +219,10 @@ class SnapshotAssembler:
             for name, value in stats.items():
                 arrays[f"{key}.{name}"] = value
             samples[key] = self.new_samples(tap, layer_state["new_samples"])
-            layers[tap.name] = layer_record(key, layer_state["stats"], len(stats["reservoir_uids"]))
+            layers[tap.name] = layer_record(
+                key,
+                layer_state["stats"],
+                len(stats["reservoir_uids"]),
+                layer_state.get("current_reason"),
+            )
         return arrays, samples, layers

@@ -82,11 +82,42 @@ class LayerSnapshot:
         self.key = info["key"]
         self.instances = record.get("instances")
         self.nonfinite = record.get("nonfinite")
+        # Older runs hold no recomputed activations: their overlays show the sampled ones.
+        recomputed = record.get("overlay_activations") == "current"
+        self.overlay_note = record.get("overlay_note") or (
+            None if recomputed else "recorded without recomputed activations"
+        )
 
     def __getattr__(self, field):
+        if field == "jaccard":
+            return self._jaccard()
         if field in ARRAY_FIELDS:
             return self.snapshot.array(f"{self.key}.{field}")
         raise AttributeError(field)
+
+    def _jaccard(self) -> np.ndarray:
+        """The F x F float32 similarity matrix, also from its stored upper triangle."""
+        stored = self.snapshot.array(f"{self.key}.jaccard")
+        if stored.ndim == 2:  # runs written before the triangle
+            return stored
+        values = stored.astype(np.float32)
+        n = int(round((np.sqrt(8 * len(values) + 1) - 1) / 2))
+        full = np.zeros((n, n), np.float32)
+        full[np.triu_indices(n)] = values
+        return np.maximum(full, full.T)  # the lower triangle is 0, the diagonal counted once
+
+    @property
+    def current_activation(self) -> np.ndarray | None:
+        """``(n, F)`` float32 activations (clamped at 0) of the held instances, rows as
+        ``reservoir_uids``, recomputed with this snapshot's weights; None where the layer's
+        activations cannot be recomputed (``overlay_note`` says why) or in older runs."""
+        names = self.snapshot.array_names
+        codes, scale = f"{self.key}.current_activation", f"{self.key}.current_scale"
+        if codes not in names or scale not in names:
+            return None
+        levels = 255.0  # deepeyes_keras.record.current.CODE_LEVELS (that module needs TF)
+        step = self.snapshot.array(scale).astype(np.float32) / levels
+        return self.snapshot.array(codes).astype(np.float32) * step
 
     @property
     def samples(self) -> Samples:

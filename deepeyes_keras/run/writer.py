@@ -18,6 +18,7 @@ import io
 import json
 import os
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -96,10 +97,20 @@ def json_bytes(obj) -> tuple[bytes, int]:
     return json.dumps(safe, sort_keys=True, allow_nan=False, indent=1).encode("utf-8"), count
 
 
+NPZ_COMPRESSLEVEL = 1  # deflate's fastest level: about half the size, ~40 ms per MB
+
+
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An uncompressed .npz (the recorder writes while training waits)."""
+    """An .npz compressed at `NPZ_COMPRESSLEVEL` (the recorder writes while training waits:
+    the fastest level halves samples of mostly blank patches and ReLU zeros at little cost).
+    ``np.load`` reads it like any .npz."""
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    with zipfile.ZipFile(
+        buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=NPZ_COMPRESSLEVEL
+    ) as archive:
+        for name, value in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as handle:
+                np.lib.format.write_array(handle, np.asanyarray(value), allow_pickle=False)
     return buffer.getvalue()
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from html import escape
 
-from deepeyes_keras.site.markup import Link, attr_json, notice
+from deepeyes_keras.site.markup import Link, attr_json
 from deepeyes_keras.site.pages import breadcrumbs
 from deepeyes_keras.site.runs import SiteRun
 
@@ -45,15 +45,42 @@ def compare_index(runs: list[SiteRun], link: Link) -> list[dict]:
     return out
 
 
-def compare_page(runs: list[SiteRun], *, link: Link, section: str) -> str:
-    """Two runs side by side; the runs are picked in the page (``?a=<run>&b=<run>`` in the URL)."""
+def second_run_hint(runs: list[SiteRun], source: str) -> str:
+    """What to do when the site has fewer than two runs: where a second run must go, and how
+    to make one (another seed, a redesign, or any other network)."""
+    where = f" ({escape(source)})" if source else ""
+    have = (
+        f"this site has one, <strong>{escape(runs[0].name)}</strong>"
+        if runs
+        else "this site has none yet"
+    )
+    return (
+        '<div class="deepeyes-notice deepeyes-compare-hint">'
+        f"<p>Comparing needs at least two runs; {have}. A second run is any other "
+        "training recorded into the directory this site reads its runs from"
+        f"{where}, under another run name:</p><ul>"
+        "<li>the same network with another seed: <code>deepeyes demo --seed 1 "
+        "--run-name lenet-seed1</code>;</li>"
+        "<li>a redesign: the smaller network <code>deepeyes redesign RUN</code> proposes, "
+        "trained with the callback;</li>"
+        "<li>any network: <code>model.fit(..., callbacks=[DeepEyesCallback(log_dir=..., "
+        "run_name=...)])</code> with the same <code>log_dir</code> (<code>deepeyes demo</code> "
+        "writes to <code>deepeyes_runs</code> unless given <code>--log-dir</code>).</li></ul>"
+        "<p>Rebuild the site (<code>mkdocs build</code>), or keep <code>mkdocs serve</code> "
+        "running: the run shows up here as its first snapshot is written.</p></div>"
+    )
+
+
+def compare_page(runs: list[SiteRun], *, link: Link, section: str, source: str = "") -> str:
+    """Two runs side by side; the runs are picked in the page (``?a=<run>&b=<run>`` in the URL).
+    With fewer than two runs, how to get a second one (into ``source``, where runs are read)."""
     out = [
         '<div class="deepeyes-page deepeyes-compare-page">',
         breadcrumbs(link, section, ("compare runs", None)),
         "<h1>Compare two runs</h1>",
     ]
     if len(runs) < 2:
-        out.append(notice(f"Comparing needs at least two runs; this site has {len(runs)}."))
+        out.append(second_run_hint(runs, source))
         return "".join(out) + "</div>"
     out.append(
         "<p>Pick two runs (for example a network and its redesign): their training "

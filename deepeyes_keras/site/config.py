@@ -64,7 +64,8 @@ class DeepEyesConfig(base.Config):
     """Title of that navigation section."""
     offline = c.Type(bool, default=True)
     """Keep the site self-contained: switch off the highlight.js the mkdocs and readthedocs
-    themes load from a CDN."""
+    themes load from a CDN, mkdocs-material's Google Fonts (``theme.font: false``) and the
+    polyfills from other hosts that material's ``offline`` plugin adds."""
 
 
 def section_prefix(value: str) -> str:

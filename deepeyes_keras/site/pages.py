@@ -1,9 +1,9 @@
 """HTML of the runs home page, a run's page and a layer's page, and the pieces they share.
 
 The plugin (:mod:`deepeyes_keras.site.plugin`) makes these pages: ``deepeyes/`` lists the runs,
-``deepeyes/<run>/`` is a run's overview, ``deepeyes/<run>/L<i>/`` the linked views of its layer
-i with a snapshot selector (:mod:`deepeyes_keras.site.generated` names them all; the compare page
-is :mod:`deepeyes_keras.site.compare`).
+``deepeyes/<run>/`` is a run's overview, ``deepeyes/<run>/<layer>/`` the linked views of one
+layer (named after it) with a snapshot selector (:mod:`deepeyes_keras.site.generated` names
+them all; the compare page is :mod:`deepeyes_keras.site.compare`).
 
 Pure string building over :class:`~deepeyes_keras.site.runs.SiteRun` records: no mkdocs hooks,
 no TensorFlow. Every name that comes from a user (run, model, layer) goes through
@@ -140,8 +140,24 @@ def home_row(run: SiteRun, link: Link) -> list[str]:
     ]
 
 
-def home_page(runs: list[SiteRun], *, link: Link, section: str, source: str) -> str:
-    """Home: every run with its model, size, steps, last snapshot and status."""
+def site_links_line(site_links, link: Link) -> str:
+    """The line "Also on this site: Home · Guide · Case studies"; nothing without such pages."""
+    if not site_links:
+        return ""
+    items = " · ".join(anchor(link(uri), title) for title, uri in site_links)
+    return f'<p class="deepeyes-site-links">Also on this site: {items}.</p>'
+
+
+def home_page(
+    runs: list[SiteRun],
+    *,
+    link: Link,
+    section: str,
+    source: str,
+    site_links: list[tuple[str, str]] = (),
+) -> str:
+    """Home: every run with its model, size, steps, last snapshot and status, and the site's
+    other top-level pages (``site_links``: title and site path, e.g. the guide)."""
     out = [
         f'<div class="deepeyes-page deepeyes-home">{breadcrumbs(link, section)}',
         "<h1>DeepEyes runs</h1>",
@@ -150,6 +166,7 @@ def home_page(runs: list[SiteRun], *, link: Link, section: str, source: str) -> 
         "every layer, findings) and one <em>analysis page per layer</em> (activation heatmap, "
         "filter map, input map, patches), each with a snapshot selector. "
         f"{anchor(link(f'{section}/compare.md'), 'Compare two runs')} side by side.</p>",
+        site_links_line(site_links, link),
     ]
     if not runs:
         out.append(
@@ -260,7 +277,7 @@ def run_page(run: SiteRun, *, link: Link) -> str:
 HOW_TO_READ = (
     '<details class="deepeyes-help"><summary>How to read this page</summary><ul>'
     "<li><strong>Activation heatmap</strong>: one cell per filter, coloured by its maximum "
-    "activation so far or by how often it fires (radio buttons below the chart). A dark cell "
+    "activation so far or by how often it fires (radio buttons above the view). A dark cell "
     "never fires, a bright frequency cell fires on everything (T2). Small, faded cells have a "
     "stale maximum: the filter has not come near it for more than half the run.</li>"
     "<li><strong>Click a filter</strong> (heatmap, filter map or bars) to colour the input map "
@@ -288,12 +305,43 @@ def layer_nav(run: SiteRun, layer: SiteLayer, link: Link) -> str:
     return f'<p class="deepeyes-layer-nav">{" · ".join(others)}</p>'
 
 
+TAIL_FRACTION = 0.5  # a last interval shorter than this share of the one before is a tail
+
+
+def default_step(steps: list[int]) -> int:
+    """The snapshot a layer page opens at: the last one, unless it is a short tail.
+
+    A run that stops just after a snapshot (2001 after 2000) ends with a snapshot covering a
+    step or two; its few instances make a noisy, misleading first view. When the last interval
+    is shorter than ``TAIL_FRACTION`` of the one before, the page opens at the last full
+    snapshot (the tail stays selectable). Same rule as the histograms' default
+    (``deepeyes_keras/charts/histograms.py``).
+
+    Example:
+        >>> default_step([1000, 2000, 2001]), default_step([100, 200, 300])
+        (2000, 300)
+    """
+    if len(steps) < 2:
+        return steps[-1]
+    before = steps[-2] - (steps[-3] if len(steps) > 2 else 0)
+    return steps[-2] if steps[-1] - steps[-2] < TAIL_FRACTION * before else steps[-1]
+
+
+def step_label(steps: list[int], s: int) -> str:
+    """ "step N", with the interval length for a short tail: "step 2001 (tail: 1 step)"."""
+    if s != steps[-1] or default_step(steps) == s:
+        return f"step {s}"
+    n = s - steps[-2]
+    return f"step {s} (tail: {n} step{'s' if n != 1 else ''})"
+
+
 def layer_views(run: SiteRun, layer: SiteLayer, link: Link) -> str:
-    """The linked view of the last snapshot with a selector of every snapshot that has one."""
+    """The linked view of the default snapshot with a selector of every snapshot that has one."""
     steps = sorted(layer.views)
+    first = default_step(steps)
     options = "".join(
         f'<option value="{escape(link(layer.views[s]))}" data-step="{s}"'
-        f"{' selected' if s == steps[-1] else ''}>step {s}</option>"
+        f"{' selected' if s == first else ''}>{step_label(steps, s)}</option>"
         for s in steps
     )
     chart_id = "deepeyes-layer-chart"
@@ -302,7 +350,7 @@ def layer_views(run: SiteRun, layer: SiteLayer, link: Link) -> str:
         f'class="deepeyes-snapshot" data-chart="{chart_id}">{options}</select></label>'
         f' <span class="deepeyes-muted">{len(steps)} of {len(run.steps)} snapshots '
         "have linked views</span></p>"
-        + chart(chart_id, link(layer.views[steps[-1]]), label=f"linked views of layer {layer.name}")
+        + chart(chart_id, link(layer.views[first]), label=f"linked views of layer {layer.name}")
         + HOW_TO_READ
     )
 

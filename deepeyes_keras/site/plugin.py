@@ -8,19 +8,23 @@ In ``mkdocs.yml`` (the options are :class:`deepeyes_keras.site.config.DeepEyesCo
           runs: deepeyes_runs        # directory (or list) of runs, relative to mkdocs.yml
 
 Generated pages (``<section>`` = ``deepeyes``; :mod:`deepeyes_keras.site.generated`):
-``deepeyes/`` lists the runs, ``deepeyes/<run>/`` is a run's overview, ``deepeyes/<run>/L<i>/``
-the linked views of its layer i with a snapshot selector, and ``deepeyes/compare/`` puts two
-runs side by side.
+``deepeyes/`` lists the runs, ``deepeyes/<run>/`` is a run's overview,
+``deepeyes/<run>/<layer>/`` the linked views of one layer (named after it) with a snapshot
+selector, and ``deepeyes/compare/`` puts two runs side by side. The old layer URLs
+``deepeyes/<run>/L<i>/`` are small pages that redirect to the new ones.
 Authors embed a chart in their own pages with a fenced ``deepeyes`` block
 (:mod:`deepeyes_keras.site.blocks`, ``viewer_site/guide/embedding.md``).
 
 The chart specs the run directory holds are copied into the site and fetched by URL, so a page
 loads only the snapshot it shows (:mod:`deepeyes_keras.site.runs`); vega, vega-lite and
 vega-embed come from the site itself (:mod:`deepeyes_keras.site.bundle`), so nothing is
-requested from another origin. Runs are read with :func:`deepeyes_keras.load_run`, so building
-a site never imports TensorFlow. Under ``mkdocs serve`` the runs directory is watched: snapshots
-written during training trigger a rebuild. Unreadable snapshots are skipped with a warning naming
-the file (``--strict`` fails).
+requested from another origin. With the ``offline`` option (default on) the plugin also keeps
+the theme from loading anything from elsewhere: the mkdocs and readthedocs themes'
+highlight.js, mkdocs-material's Google Fonts (``theme.font``) and the iframe-worker shim that
+material's ``offline`` plugin adds from unpkg.com. Runs are read with
+:func:`deepeyes_keras.load_run`, so building a site never imports TensorFlow. Under
+``mkdocs serve`` the runs directory is watched: snapshots written during training trigger a
+rebuild. Unreadable snapshots are skipped with a warning naming the file (``--strict`` fails).
 
 This module holds the mkdocs hooks only; it is the entry point
 ``deepeyes_keras.site.plugin:DeepEyesPlugin`` (see ``pyproject.toml``).
@@ -33,7 +37,7 @@ import re
 from html import escape
 from pathlib import Path
 
-from mkdocs.plugins import BasePlugin, get_plugin_logger
+from mkdocs.plugins import BasePlugin, event_priority, get_plugin_logger
 from mkdocs.structure.files import File, Files, InclusionLevel
 from mkdocs.structure.nav import Navigation
 from mkdocs.utils import get_relative_url
@@ -60,6 +64,7 @@ class DeepEyesPlugin(BasePlugin[DeepEyesConfig]):
         self._generated: dict[str, generated.GeneratedPage] = {}
         self._embeds: dict[str, blocks.Placeholders] = {}
         self._source = ""
+        self._site_links: list[tuple[str, str]] = []
 
     def on_config(self, config):
         if not self.config.enabled:
@@ -72,6 +77,13 @@ class DeepEyesPlugin(BasePlugin[DeepEyesConfig]):
                     "set the deepeyes option offline: false to keep it."
                 )
                 config.theme["highlightjs"] = False
+        if self.config.offline and config.theme.name == "material":
+            if config.theme.get("font") is not False:
+                log.info(
+                    "offline: setting the material theme's font: false (it loads Google Fonts "
+                    "from another host); set the deepeyes option offline: false to keep them."
+                )
+                config.theme["font"] = False
         for item in (f"{section}/assets/vega.js", f"{section}/assets/viewer.js"):
             if item not in [str(s) for s in config.extra_javascript]:
                 config.extra_javascript.append(item)
@@ -99,6 +111,7 @@ class DeepEyesPlugin(BasePlugin[DeepEyesConfig]):
             files.append(
                 File.generated(config, uri, content=front, inclusion=InclusionLevel.NOT_IN_NAV)
             )
+        self._add_redirects(files, config)
         section = self.section
         assets = [
             (f"{section}/assets/viewer.js", ASSETS / "viewer.js"),
@@ -110,8 +123,26 @@ class DeepEyesPlugin(BasePlugin[DeepEyesConfig]):
         _replace(files, File.generated(config, f"{section}/assets/vega.js", content=vega_bundle()))
         return files
 
+    @event_priority(-100)  # after the other plugins' on_config: material's offline plugin
+    def on_pre_build(self, *, config) -> None:
+        if not (self.config.enabled and self.config.offline):
+            return
+        polyfills = config.extra.get("polyfills")
+        if isinstance(polyfills, list) and any(is_remote(str(u)) for u in polyfills):
+            # Material's offline plugin adds the iframe-worker shim from unpkg.com, which only
+            # search from file:// needs; the charts need a server anyway (they are fetched).
+            log.info(
+                "offline: leaving out the theme's polyfills from other hosts "
+                f"({', '.join(str(u) for u in polyfills if is_remote(str(u)))}); "
+                "set the deepeyes option offline: false to keep them."
+            )
+            config.extra["polyfills"] = [u for u in polyfills if not is_remote(str(u))]
+
     def on_nav(self, nav: Navigation, *, config, files: Files) -> Navigation:
-        if not (self.config.enabled and self.config.nav):
+        if not self.config.enabled:
+            return nav
+        self._site_links = site_links(nav, self.section)
+        if not self.config.nav:
             return nav
         if any(p.file.src_uri.startswith(f"{self.section}/") for p in nav.pages):
             return nav  # the author placed the DeepEyes pages in the nav already
@@ -143,6 +174,7 @@ class DeepEyesPlugin(BasePlugin[DeepEyesConfig]):
                 link=_linker(page, files),
                 section=self.section,
                 source=self._source,
+                site_links=self._site_links,
             )
         embeds = self._embeds.get(page.file.src_uri)
         return embeds.fill(html) if embeds else html
@@ -161,6 +193,16 @@ class DeepEyesPlugin(BasePlugin[DeepEyesConfig]):
             if path.is_dir():
                 server.watch(str(path))
         return server
+
+    def _add_redirects(self, files: Files, config) -> None:
+        """A small page at each old layer URL (``<run>/L<i>/``) sending on to the layer's page."""
+        for old, new in generated.redirects(self.runs).items():
+            target = files.get_file_from_path(new)
+            path = generated.redirect_file(old, use_directory_urls=config.use_directory_urls)
+            if target is None or files.get_file_from_path(path) is not None:
+                continue  # the layer page is missing, or the author has a file there
+            url = get_relative_url(target.url, path)
+            files.append(File.generated(config, path, content=generated.redirect_html(url)))
 
     def _is_generated(self, page) -> bool:
         return page.file.src_uri in self._generated and bool(page.file.generated_by)
@@ -183,6 +225,41 @@ def front_matter_string(title: str) -> str:
     """
     text = json.dumps(escape(title), ensure_ascii=False)
     return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def is_remote(url: str) -> bool:
+    """True for a URL that names a host (``https://...``, ``//...``), not a site path.
+
+    Example:
+        >>> is_remote("https://unpkg.com/iframe-worker/shim"), is_remote("assets/shim.js")
+        (True, False)
+    """
+    return url.startswith("//") or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", url) is not None
+
+
+def site_links(nav: Navigation, section: str) -> list[tuple[str, str]]:
+    """The site's top-level navigation entries other than the DeepEyes pages: (title, site
+    path of the entry's first page), for the runs home page to lead to (guide, case studies)."""
+    out = []
+    for item in nav.items:
+        page = first_page(item)
+        if page is None or page.file.src_uri.startswith(f"{section}/"):
+            continue
+        fallback = "Home" if page.file.src_uri == "index.md" else Path(page.file.src_uri).stem
+        title = item.title or page.title or fallback
+        out.append((str(title), page.file.src_uri))
+    return out
+
+
+def first_page(item):
+    """The first page of a navigation item (itself, or the first page inside a section)."""
+    if item.is_page:
+        return item
+    for child in getattr(item, "children", None) or []:
+        found = first_page(child)
+        if found is not None:
+            return found
+    return None
 
 
 def _config_root(config) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 from mkdocs.plugins import get_plugin_logger
 
 from deepeyes_keras.run.layout import PublishedLayout, is_published_dir, read_json
-from deepeyes_keras.site.runs import SiteRun, layer_of, slug_for
+from deepeyes_keras.site.runs import SiteRun, assign_layer_slugs, layer_of, slug_for
 
 log = get_plugin_logger("deepeyes")
 
@@ -80,6 +80,7 @@ def load_published_run(path: Path, *, section: str, taken: set[str]) -> SiteRun 
             if item.get("layer") == layer.name and (uri := spec(item)):
                 layer.views[int(item["step"])] = uri
         site.layers.append(layer)
+    assign_layer_slugs(site.layers)  # as in the run's own site, should a block link to it
     return site
 
 

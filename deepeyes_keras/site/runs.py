@@ -41,6 +41,10 @@ log = get_plugin_logger("deepeyes")
 RESERVED_SLUGS = {"assets", "compare", "index"}
 """Names the plugin's own pages take under the section: a run called so gets another slug."""
 LAYER_KEY = re.compile(r"^L\d+$")
+RESERVED_LAYER_SLUGS = {"index", "views"}
+"""Names a run's own files take under its directory: a layer called so gets another slug.
+Names like ``L0`` are reserved too (case-insensitively): they are the old layer URLs, which
+redirect to the layer pages (:func:`deepeyes_keras.site.generated.redirects`)."""
 RUN_VIEWS = ("overview", "histograms")
 """The chart specs of a whole run (one file each, updated at every snapshot)."""
 
@@ -55,9 +59,16 @@ class SiteLayer:
     n_filters: int
     info: dict
     views: dict[int, str] = field(default_factory=dict)  # step -> site path of its spec
+    slug: str = ""  # URL name of its page, from its name (:func:`assign_layer_slugs`)
 
     @property
     def page(self) -> str:
+        """The page's path in the run's directory of the site: ``conv1.md``."""
+        return f"{self.slug or self.key}.md"
+
+    @property
+    def old_page(self) -> str:
+        """Where the page was before layer pages were named after layers: ``L0.md``."""
         return f"{self.key}.md"
 
 
@@ -152,6 +163,9 @@ def runs_under(roots: list[Path]) -> list[Path]:
 # ----------------------------------------------------------------------------- loading runs
 
 
+SLUG_MAX = 120  # characters of a page's slug at most (longer names are cut; uniqueness kept)
+
+
 def slug_for(name: str, taken: set[str]) -> str:
     """A URL-safe, unique (case-insensitively, within ``taken``) name for a run's pages.
 
@@ -160,15 +174,51 @@ def slug_for(name: str, taken: set[str]) -> str:
         >>> slug_for("<i>run</i>", taken), slug_for("index", taken), slug_for("i-run-i", taken)
         ('i-run-i', 'index-run', 'i-run-i-2')
     """
-    base_slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "run"
-    if base_slug.lower() in RESERVED_SLUGS:
-        base_slug += "-run"
+    return unique_slug(name, taken, fallback="run", reserved=lambda s: s in RESERVED_SLUGS)
+
+
+def layer_slug(name: str, taken: set[str]) -> str:
+    """A URL-safe, unique (case-insensitively, within ``taken``) name for a layer's page.
+
+    Characters other than letters, digits, ``.``, ``_`` and ``-`` (the ``/`` of a nested
+    model's layer, spaces, markup) become ``-``; names the run's own files or the old
+    ``L<i>`` URLs take get ``-layer`` appended.
+
+    Example:
+        >>> taken = set()
+        >>> layer_slug("encoder/conv 1", taken), layer_slug("L1", taken), layer_slug("views", taken)
+        ('encoder-conv-1', 'L1-layer', 'views-layer')
+        >>> layer_slug("Encoder-Conv-1", taken), layer_slug("<>", taken)
+        ('Encoder-Conv-1-2', 'layer')
+    """
+
+    def reserved(slug: str) -> bool:
+        return slug in RESERVED_LAYER_SLUGS or LAYER_KEY.match(slug.upper()) is not None
+
+    return unique_slug(name, taken, fallback="layer", reserved=reserved)
+
+
+def unique_slug(name: str, taken: set[str], *, fallback: str, reserved) -> str:
+    """``name`` made URL-safe, ``-<fallback>`` appended if ``reserved(lowercase slug)``, then
+    ``-2``, ``-3``... until no slug in ``taken`` matches it case-insensitively (it is added)."""
+    base_slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")
+    # A file name must stay under the file system's 255 bytes, suffixes and .html included.
+    base_slug = base_slug[:SLUG_MAX].rstrip("-.") or fallback
+    if reserved(base_slug.lower()):
+        base_slug += f"-{fallback}"
     slug, n = base_slug, 1
     while slug.lower() in taken:
         n += 1
         slug = f"{base_slug}-{n}"
     taken.add(slug.lower())
     return slug
+
+
+def assign_layer_slugs(layers: list[SiteLayer]) -> None:
+    """Gives each layer of one run its page's slug, in the manifest's order (stable URLs)."""
+    taken: set[str] = set()
+    for layer in layers:
+        layer.slug = layer_slug(layer.name, taken)
 
 
 def read_run(path: Path) -> Run | None:
@@ -269,6 +319,7 @@ def load_site_run(path: Path, *, section: str, taken: set[str]) -> SiteRun | Non
         layer = site_layer(site, layout, info)
         if layer is not None:
             site.layers.append(layer)
+    assign_layer_slugs(site.layers)
     # written by the findings stage (deepeyes_keras.derive.findings), read through the reader
     site.findings = run.snapshots[-1].findings if run.snapshots else None
     # written by `deepeyes redesign` (deepeyes_keras.redesign), read through the reader

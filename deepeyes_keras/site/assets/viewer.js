@@ -8,6 +8,11 @@
  * two runs picked (?a=RUN&b=RUN). Nothing is requested from another origin: the charts' loader
  * refuses such URLs.
  *
+ * Switching the snapshot of a layer view keeps the reader's choices (radio buttons, selected
+ * filter, brush, the heatmap's fixed colour range). A layer view wider than its column is drawn
+ * again with the views of each row stacked (data-layout="stacked" on the chart element). While a
+ * layer page shows another snapshot than its findings describe, a note above them says so.
+ *
  * For tests and the console: window.deepeyes.views[id] is the vega View of chart id,
  * window.deepeyes.started is true once every chart of the page has been asked for, and
  * window.deepeyes.idle() resolves once no chart is loading. ?renderer=svg draws SVG, not canvas.
@@ -16,12 +21,12 @@
   "use strict";
 
   // Choices a reader makes on a layer view that survive switching its snapshot.
-  const CARRIED_PARAMS = ["heatmap_mode", "heatmap_sort", "overlay"];
+  const CARRIED_PARAMS = ["heatmap_mode", "heatmap_sort", "heatmap_range", "overlay"];
   const views = {};
   const pending = new Map(); // chart element -> token of its latest request
   let idleWaiters = [];
   let counter = 0;
-  const query = new URLSearchParams(window.location.search);
+  let query = new URLSearchParams(window.location.search); // read again on every page init
   const renderer = query.get("renderer") === "svg" ? "svg" : "canvas";
 
   function settle() {
@@ -74,6 +79,77 @@
     }
   }
 
+  function draw(el, spec) {
+    return window.vegaEmbed(el, spec, { actions: false, renderer: renderer, loader: loader });
+  }
+
+  function specParam(spec, name) {
+    return (spec.params || []).find((p) => p.name === name);
+  }
+
+  // The reader's choices on the view being replaced, written into the next snapshot's spec as
+  // its params' initial values: radio choices, the selected filter, the brush, and the top of
+  // the heatmap's fixed colour range (the largest max seen on this page).
+  function carryChoices(previous, spec) {
+    for (const name of CARRIED_PARAMS) {
+      const param = specParam(spec, name);
+      try {
+        if (param) {
+          param.value = previous.signal(name);
+        }
+      } catch (err) {
+        // the previous view had no such param
+      }
+    }
+    const top = specParam(spec, "heatmap_top");
+    try {
+      if (top) {
+        top.value = Math.max(Number(top.value) || 0, Number(previous.signal("heatmap_top")) || 0);
+      }
+    } catch (err) {
+      // no heatmap on the previous view
+    }
+    const picked = specParam(spec, "filter");
+    try {
+      const tuples = previous.data("filter_store");
+      if (picked && tuples.length) {
+        picked.value = [{ filter: tuples[0].values[0] }];
+      } else if (picked) {
+        delete picked.value;
+      }
+    } catch (err) {
+      // no filter selection on the previous view
+    }
+    const brush = specParam(spec, "brush");
+    try {
+      const box = previous.signal("brush");
+      if (brush && box && box.x && box.y) {
+        brush.value = { x: box.x.slice(), y: box.y.slice() };
+      }
+    } catch (err) {
+      // no brush on the previous view
+    }
+  }
+
+  // Whether the drawn chart is wider than the element that holds it.
+  function overflows(el) {
+    const drawn = el.querySelector("canvas, svg");
+    return !!drawn && drawn.getBoundingClientRect().width > el.clientWidth + 1;
+  }
+
+  // A vconcat of hconcat rows (a layer page) turned into one column; false if nothing to stack.
+  function stackRows(spec) {
+    let stacked = false;
+    for (const row of spec.vconcat || []) {
+      if (row.hconcat) {
+        row.vconcat = row.hconcat;
+        delete row.hconcat;
+        stacked = true;
+      }
+    }
+    return stacked;
+  }
+
   async function embed(el, url) {
     if (!el.id) {
       counter += 1;
@@ -96,36 +172,29 @@
       if (token !== el._deepeyesToken) {
         return; // a newer request (another snapshot) superseded this one
       }
-      const carried = {};
       const previous = views[el.id];
       if (previous) {
-        for (const name of CARRIED_PARAMS) {
-          try {
-            carried[name] = previous.signal(name);
-          } catch (err) {
-            // this view has no such param
-          }
-        }
+        carryChoices(previous, spec);
       }
       finalize(el);
       el.replaceChildren();
-      const result = await window.vegaEmbed(el, spec, {
-        actions: false,
-        renderer: renderer,
-        loader: loader,
-      });
+      let result = await draw(el, spec);
       if (token !== el._deepeyesToken) {
         result.finalize();
         return;
       }
-      views[el.id] = result.view;
-      for (const [name, value] of Object.entries(carried)) {
-        try {
-          result.view.signal(name, value);
-        } catch (err) {
-          // the new view has no such param
+      if (overflows(el) && stackRows(spec)) {
+        // Too wide for the column: the views of each row go one under the other instead.
+        result.finalize();
+        el.replaceChildren();
+        result = await draw(el, spec);
+        if (token !== el._deepeyesToken) {
+          result.finalize();
+          return;
         }
+        el.dataset.layout = "stacked";
       }
+      views[el.id] = result.view;
       const snapshot = el.dataset.snapshot;
       if (snapshot !== undefined && snapshot !== "") {
         try {
@@ -157,6 +226,35 @@
     }
   }
 
+  // The findings of a layer page are those of one snapshot (the last); while another snapshot is
+  // shown, a note above them says which step they describe.
+  function markFindings(select) {
+    const heading = [...document.querySelectorAll(".deepeyes-layer h2")]
+      .find((h) => h.textContent.trim() === "Findings");
+    let first = heading && heading.nextElementSibling;
+    if (first && first.classList.contains("deepeyes-findings-step")) {
+      first = first.nextElementSibling; // the note of an earlier choice
+    }
+    const match = first && /Findings at step (\d+)/.exec(first.textContent);
+    if (!match) {
+      return;
+    }
+    let note = document.querySelector(".deepeyes-findings-step");
+    const shown = select.options[select.selectedIndex].dataset.step;
+    if (shown === match[1]) {
+      if (note) {
+        note.remove();
+      }
+      return;
+    }
+    if (!note) {
+      note = node("div", "deepeyes-notice deepeyes-findings-step");
+      heading.after(note);
+    }
+    note.textContent = "These findings describe step " + match[1] + "; the views above show " +
+      "step " + shown + ".";
+  }
+
   function setupSnapshotSelect(select) {
     const el = document.getElementById(select.dataset.chart);
     if (!el) {
@@ -176,8 +274,10 @@
       const url = new URL(window.location.href);
       url.searchParams.set("step", option.dataset.step);
       window.history.replaceState(null, "", url);
+      markFindings(select);
       embed(el, select.value);
     });
+    markFindings(select);
   }
 
   function node(tag, className, text) {
@@ -280,9 +380,23 @@
     render();
   }
 
+  // Runs once per page: at load, and for mkdocs-material again after each page its
+  // navigation.instant swaps in without a reload (elements set up already are skipped).
   function init() {
-    document.querySelectorAll("select.deepeyes-snapshot").forEach(setupSnapshotSelect);
-    document.querySelectorAll(".deepeyes-compare[data-runs]").forEach(setupCompare);
+    query = new URLSearchParams(window.location.search);
+    for (const id of Object.keys(views)) {
+      if (!document.contains(views[id].container())) {
+        views[id].finalize(); // its page was swapped out
+        delete views[id];
+      }
+    }
+    const fresh = (el) => !el.dataset.deepeyesSetup && (el.dataset.deepeyesSetup = "1");
+    document.querySelectorAll("select.deepeyes-snapshot").forEach(function (select) {
+      if (fresh(select)) setupSnapshotSelect(select);
+    });
+    document.querySelectorAll(".deepeyes-compare[data-runs]").forEach(function (root) {
+      if (fresh(root)) setupCompare(root);
+    });
     document.querySelectorAll(".deepeyes-chart[data-spec]").forEach(function (el) {
       if (!el.dataset.state || el.dataset.state === "pending") {
         embed(el, el.dataset.spec);
@@ -305,7 +419,12 @@
     },
   };
 
-  if (document.readyState === "loading") {
+  if (window.document$ && typeof window.document$.subscribe === "function") {
+    // mkdocs-material's observable of the page: the first one, then each instant-loaded one.
+    window.document$.subscribe(function () {
+      init();
+    });
+  } else if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", init);
   } else {
     init();
