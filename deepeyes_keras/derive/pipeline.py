@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from deepeyes_keras.derive.findings import write_findings
 from deepeyes_keras.derive.maps import compute_missing_maps
 from deepeyes_keras.derive.tensorboard import update_tensorboard
+from deepeyes_keras.derive.tsne import limited_threads, threads_now
 from deepeyes_keras.derive.views import ThumbnailCache, write_views
 
 Progress = Callable[[int, int, str], None]
@@ -53,10 +54,15 @@ def update_run(
         progress: optional ``callable(done, total, message)``, called after each map.
         cache: thumbnail cache to reuse across calls (the worker keeps one).
     """
-    maps = compute_missing_maps(run_dir, max_points=max_points, seed=seed, progress=progress)
-    findings = write_findings(run_dir)
+    # Each stage on as many threads as the cores other processes leave idle (derive/tsne.py):
+    # BLAS threads spinning on contended cores burn CPU without progress (issue 15).
+    with limited_threads(threads_now()):
+        maps = compute_missing_maps(run_dir, max_points=max_points, seed=seed, progress=progress)
+    with limited_threads(threads_now()):
+        findings = write_findings(run_dir)
     update_tensorboard(run_dir)  # the run's DeepEyesCallback(tensorboard=...); never raises
-    views = write_views(run_dir, cache=cache)
+    with limited_threads(threads_now()):
+        views = write_views(run_dir, cache=cache)
     return Updated(maps=maps, findings=findings, views=len(views))
 
 

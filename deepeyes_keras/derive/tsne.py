@@ -99,8 +99,12 @@ def threads_now(wanted: int | None = None, idle: float | None = None) -> int:
     return wanted if idle >= IDLE_PER_THREAD * wanted else 1
 
 
-class _limited_threads:
-    """Runs the block on ``n`` threads: openTSNE's n_jobs and the BLAS/OpenMP pools."""
+class limited_threads:
+    """Runs the block on ``n`` threads: the BLAS/OpenMP pools (openTSNE's n_jobs is passed).
+
+    ``limited_threads(threads_now())`` around any NumPy/scikit-learn work keeps its threads
+    from spinning against each other on cores other processes hold (the pipeline wraps each
+    stage so: PCA, probes and views use BLAS too)."""
 
     def __init__(self, n: int):
         self.n = n
@@ -139,7 +143,7 @@ def tsne_embedding(data, metric, perplexity, y0, seed, threads: int | None = Non
 
 def run_opentsne(data, metric, perplexity, y0, seed, phases, report) -> np.ndarray:
     n = threads_now()
-    with _limited_threads(n):
+    with limited_threads(n):
         return _run_opentsne(data, metric, perplexity, y0, seed, phases, report, n)
 
 
@@ -166,7 +170,7 @@ def run_sklearn(data, metric, perplexity, y0, seed, early, max_iter) -> np.ndarr
     n = threads_now()
     tsne = TSNE(2, metric=metric, init=y0.copy(), random_state=seed, n_jobs=n, **schedule)
     # Copies: scikit-learn optimises ``init`` in place and may square a precomputed matrix in place.
-    with _limited_threads(n):
+    with limited_threads(n):
         return np.asarray(tsne.fit_transform(data.copy()), dtype=np.float64)
 
 
