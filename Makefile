@@ -38,6 +38,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/embedding.py
 	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/run_size.py
+	$(BIN)/python bench/busy.py
 	$(BIN)/python bench/profile_fit.py
 	$(BIN)/python bench/viewer.py
 
