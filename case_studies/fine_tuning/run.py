@@ -40,8 +40,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -50,8 +48,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist.npz"
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 
+from _common import fresh_run_dir, mean_sd_text, rel, write_results  # noqa: E402  (case_studies/_common.py)
 from styles import STYLES, styled  # noqa: E402  (this folder's module)
 
 BATCH = 64
@@ -63,14 +62,6 @@ VARIANTS = {
     "all": "retrain all layers",
     "head": "freeze all but the head",
 }
-
-
-def _rel(path) -> str:
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(REPO).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def backbone(name: str = "backbone"):
@@ -129,11 +120,7 @@ def train_watched(
     from deepeyes_keras.derive.views import write_views
 
     (x, y), (x_test, y_test) = data
-    run_dir = out / run_name
-    if run_dir.exists():
-        if not (run_dir / "manifest.json").is_file() and any(run_dir.iterdir()):
-            raise FileExistsError(f"{run_dir} exists and is not a DeepEyes run; not replacing it.")
-        shutil.rmtree(run_dir)
+    run_dir = fresh_run_dir(out, run_name)
     keras.utils.set_random_seed(seed)
     cb = DeepEyesCallback(
         log_dir=out,
@@ -162,7 +149,7 @@ def train_watched(
     write_views(run_dir)
     return {
         "run": run_name,
-        "run_dir": _rel(run_dir),
+        "run_dir": rel(run_dir),
         "test_accuracy": round(float(accuracy), 4),
         "train_seconds": round(seconds, 2),
         "steps": int(model.optimizer.iterations.numpy()),
@@ -245,11 +232,6 @@ def run_seed(seed, pretrained, data, *, out, cfg, maps) -> dict:
     }
 
 
-def _mean_sd(values) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.2f} ± {sd:.2f}"
-
-
 def table(per_seed: list[dict]) -> tuple[list[dict], str]:
     rows = []
     for variant, label in VARIANTS.items():
@@ -272,7 +254,7 @@ def table(per_seed: list[dict]) -> tuple[list[dict], str]:
         lines.append(
             f"| {r['label']} | {' / '.join(r['frozen'])} | "
             f"{' / '.join(f'{p:,}' for p in r['trainable_parameters'])} | "
-            f"{_mean_sd([100 * a for a in r['accuracy']])} | {_mean_sd(r['seconds'])} | "
+            f"{mean_sd_text(r['accuracy'], 100)} | {mean_sd_text(r['seconds'])} | "
             f"{len(r['accuracy'])} |"
         )
     return rows, "\n".join(lines)
@@ -412,7 +394,7 @@ def main(argv=None) -> dict:
             quick=args.quick,
             batch=BATCH,
             styles=list(STYLES),
-            runs_dir=_rel(out),
+            runs_dir=rel(out),
             cpus=os.cpu_count(),
         ),  # fmt: skip
         "versions": {
@@ -426,8 +408,7 @@ def main(argv=None) -> dict:
         "per_seed": per_seed,
     }
     report["total_seconds"] = round(time.perf_counter() - began, 1)
-    (results_dir / "results.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
-    (results_dir / "results.md").write_text(results_markdown(report) + "\n")
+    write_results(report, results_dir, "results", results_markdown, sort_keys=True)
     print("\n" + text + f"\n\nTotal {report['total_seconds'] / 60:.1f} min; results in "
           f"{results_dir / 'results.md'}", flush=True)  # fmt: skip
     if args.quick:

@@ -43,11 +43,8 @@ machine it is noisy. Runs are named deterministically so that the case-study pag
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -55,8 +52,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 
+from _common import fresh_run_dir, mean_sd, print_summary, rel, write_results  # noqa: E402
 from patches import HARD, make_patches  # noqa: E402  (this folder's generator)
 
 BATCH = 32
@@ -72,14 +70,6 @@ ROLES = {
     "original": "original (conv 8-16-16-32, fc1 100, fc2 2)",
     "removed": "without the layer(s) T5 proposes to remove",
 }
-
-
-def _rel(path) -> str:
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(REPO).as_posix()
-    except ValueError:
-        return str(path)
 
 
 def build_model(seed: int):
@@ -145,11 +135,7 @@ def train_watched(model, data, *, run_name, out, cfg, seed, maps, verbose) -> di
     from deepeyes_keras.derive.views import write_views
 
     (x, y), (x_test, y_test) = data
-    run_dir = out / run_name
-    if run_dir.exists():
-        if not (run_dir / "manifest.json").is_file() and any(run_dir.iterdir()):
-            raise FileExistsError(f"{run_dir} exists and is not a DeepEyes run; not replacing it.")
-        shutil.rmtree(run_dir)
+    run_dir = fresh_run_dir(out, run_name)
     stream = (tf.data.Dataset.from_tensor_slices((x, y))
               .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
               .repeat().batch(BATCH).prefetch(2))  # fmt: skip
@@ -174,7 +160,7 @@ def train_watched(model, data, *, run_name, out, cfg, seed, maps, verbose) -> di
     write_views(run_dir)
     result = {
         "run": run_name,
-        "run_dir": _rel(run_dir),
+        "run_dir": rel(run_dir),
         "layers": layer_list(model),
         "parameters": int(model.count_params()),
         "test_accuracy": float(accuracy),
@@ -254,10 +240,6 @@ def run_seed(seed: int, data, *, out: Path, cfg: dict, maps: bool, verbose: int)
     return {"seed": seed, "networks": nets, "t5": evidence, "removal": removal}
 
 
-def _mean_sd(values) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def summarize(per_seed: list[dict]) -> list[dict]:
     """One row per network role: accuracies and times over the seeds that trained it."""
     base = {s["seed"]: s["networks"]["original"]["test_accuracy"] for s in per_seed}
@@ -273,9 +255,9 @@ def summarize(per_seed: list[dict]) -> list[dict]:
                 "label": label,
                 "layers": sorted({n["layers"] for _, n in nets}),
                 "parameters": sorted({n["parameters"] for _, n in nets}),
-                "accuracy": _mean_sd(acc),
+                "accuracy": mean_sd(acc),
                 "delta_pp": [100 * (n["test_accuracy"] - base[s]) for s, n in nets],
-                "train_seconds": _mean_sd([n["train_seconds"] for _, n in nets]),
+                "train_seconds": mean_sd([n["train_seconds"] for _, n in nets]),
                 "seeds": [s for s, _ in nets],
             }
         )
@@ -291,7 +273,7 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         params = " – ".join(f"{p:,}" for p in (r["parameters"][0], r["parameters"][-1]))
         params = f"{r['parameters'][0]:,}" if len(r["parameters"]) == 1 else params
-        mean, sd = _mean_sd(r["delta_pp"])
+        mean, sd = mean_sd(r["delta_pp"])
         delta = "—" if r["role"] == "original" else f"{mean:+.2f} ± {sd:.2f}"
         out.append(
             f"| {r['label']} | {' / '.join(r['layers'])} | {params} | "
@@ -460,7 +442,7 @@ def main(argv=None) -> dict:
             batch=BATCH,
             quick=args.quick,
             data_seeds=DATA_SEEDS,
-            runs_dir=_rel(out),
+            runs_dir=rel(out),
             cpus=os.cpu_count(),
         ),  # fmt: skip
         "versions": {
@@ -475,12 +457,7 @@ def main(argv=None) -> dict:
     }
     report["total_seconds"] = round(time.perf_counter() - began, 1)
     name = variant["results"]
-    (results_dir / f"{name}.json").write_text(json.dumps(report, indent=1) + "\n")
-    (results_dir / f"{name}.md").write_text(results_markdown(report) + "\n")
-    print("\n" + report["table"])
-    print(
-        f"\nTotal {report['total_seconds'] / 60:.1f} min. Results: {results_dir / (name + '.md')}"
-    )
+    print_summary(report, str(write_results(report, results_dir, name, results_markdown)))
     if args.quick:
         _sanity(report, out)
         print("quick mode: outputs check out")

@@ -57,7 +57,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -67,6 +66,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist.npz"
+sys.path.insert(0, str(HERE.parent))
+
+from _common import fresh_run_dir, mean_sd_text, print_summary, rel, write_results  # noqa: E402
 
 BATCH = 64
 PAPER_WIDTHS = {"conv1": 10, "fc1": 100}
@@ -192,15 +194,6 @@ def redesign_from_findings(findings: dict, manifest: dict, *, run_name: str = ""
 # --------------------------------------------------------------------------- training
 
 
-def _rel(path) -> str:
-    """``path`` relative to the repository when it lies inside it (results.json stays portable)."""
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(REPO).as_posix()
-    except ValueError:
-        return str(path)
-
-
 def _scaled(x):
     return x[..., None].astype("float32") / 256.0  # Caffe's scale
 
@@ -262,11 +255,7 @@ def train_watched(
     from deepeyes_keras.derive.findings import write_findings
     from deepeyes_keras.derive.views import write_views
 
-    run_dir = out / run_name
-    if run_dir.exists():
-        if not (run_dir / "manifest.json").is_file() and any(run_dir.iterdir()):
-            raise FileExistsError(f"{run_dir} exists and is not a DeepEyes run; not replacing it.")
-        shutil.rmtree(run_dir)
+    run_dir = fresh_run_dir(out, run_name)
     keras.utils.set_random_seed(seed)
     data = (tf.data.Dataset.from_tensor_slices((x, y))
             .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -291,7 +280,7 @@ def train_watched(
     analysis_seconds = time.perf_counter() - began
     result = {
         "run": run_name,
-        "run_dir": _rel(run_dir),
+        "run_dir": rel(run_dir),
         "parameters": int(model.count_params()),
         "widths": {
             layer.name: int(getattr(layer, "filters", None) or layer.units)
@@ -404,14 +393,6 @@ def run_seed(seed: int, data, *, out: Path, verbose: int, **train) -> dict:
 # --------------------------------------------------------------------------- reporting
 
 
-def _mean_sd(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    values = [v * scale for v in values]
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
 def _widths_text(widths: dict[str, int]) -> str:
     hidden = [f"{n} {w}" for n, w in widths.items() if n != list(widths)[-1]]
     return ", ".join(hidden)
@@ -465,14 +446,14 @@ def markdown_table(rows: list[dict]) -> str:
     ]
     for r in rows:
         original = r["role"] == "original"
-        delta = "—" if original else _mean_sd(r["delta_pp"])
+        delta = "—" if original else mean_sd_text(r["delta_pp"])
         if not original and not delta.startswith("-"):
             delta = "+" + delta
         ratio = "1" if original else _span(r["parameter_ratio"], ".2f") + "×"
         lines.append(
             f"| {r['network']} | {r['widths']} | {_span(r['parameters'], ',')} | {ratio} | "
-            f"{_mean_sd(r['test_accuracy'], 100)} | {delta} | "
-            f"{_mean_sd(r['train_seconds'], digits=0)} | {r['seeds']} |"
+            f"{mean_sd_text(r['test_accuracy'], 100)} | {delta} | "
+            f"{mean_sd_text(r['train_seconds'], digits=0)} | {r['seeds']} |"
         )
     return "\n".join(lines)
 
@@ -660,14 +641,14 @@ def refresh_findings(results_dir: Path, out: Path, *, verbose: int = 1) -> dict:
         for entry in s["networks"].values():
             write_findings(out / entry["run"], overwrite=True)
             write_views(out / entry["run"], overwrite=True)  # layer views draw the T4 evidence
-            entry["run_dir"] = _rel(out / entry["run"])
+            entry["run_dir"] = rel(out / entry["run"])
         trained = s.get("trained_redesign") or s["redesign"]
         s.pop("trained_redesign", None)
         s.update(seed_findings(out / f"lenet-seed{s['seed']}", verbose=verbose))
         new = s["redesign"]
         if (new["widths"], sorted(new["remove"])) != (trained["widths"], sorted(trained["remove"])):
             s["trained_redesign"] = {"widths": trained["widths"], "remove": trained["remove"]}
-    report["config"]["runs_dir"] = _rel(out)
+    report["config"]["runs_dir"] = rel(out)
     report["config"].pop("round_to", None)  # the policy of an earlier version of this script
     report["rows"] = summarize(report["per_seed"])
     report["table"] = markdown_table(report["rows"])
@@ -675,8 +656,7 @@ def refresh_findings(results_dir: Path, out: Path, *, verbose: int = 1) -> dict:
         "command": "python case_studies/mnist_lenet/run.py --refresh-findings",
         "finished": time.strftime("%Y-%m-%d %H:%M %Z"),
     }
-    (results_dir / "results.json").write_text(json.dumps(report, indent=1) + "\n")
-    (results_dir / "results.md").write_text(results_markdown(report) + "\n")
+    write_results(report, results_dir, "results", results_markdown)
     stale = [s["seed"] for s in report["per_seed"] if s.get("trained_redesign")]
     print(
         f"Findings refreshed; results in {results_dir / 'results.md'} and results.json. "
@@ -834,7 +814,7 @@ def main(argv=None) -> dict:
             "proposal": "deepeyes_keras.redesign.proposal.proposal_from_findings",
             "map_steps": args.map_steps,
             "maps": maps,
-            "runs_dir": _rel(out),
+            "runs_dir": rel(out),
             "cpus": os.cpu_count(),
         },
         "versions": {
@@ -848,14 +828,8 @@ def main(argv=None) -> dict:
     }
     report["table"] = markdown_table(rows)
     report["total_seconds"] = round(time.perf_counter() - began, 1)
-    (results_dir / "results.json").write_text(json.dumps(report, indent=1) + "\n")
-    (results_dir / "results.md").write_text(results_markdown(report) + "\n")
-    print()
-    print(report["table"])
-    print(
-        f"\nTotal {report['total_seconds'] / 60:.1f} min. Results: "
-        f"{results_dir / 'results.md'} and results.json; runs in {out}"
-    )
+    write_results(report, results_dir, "results", results_markdown)
+    print_summary(report, f"{results_dir / 'results.md'} and results.json; runs in {out}")
     if args.quick:
         _sanity(report, out)
         print("quick mode: outputs check out")

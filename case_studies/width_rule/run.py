@@ -37,6 +37,10 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from _common import mean_sd  # noqa: E402  (case_studies/_common.py)
+
 DELTAS = (0.9, 0.95, 0.99)
 # The widths retrained: the literature's 99% count, the signal rank r alone, and the tool's rule
 # (2 r, no cut below a quarter of the layer: deepeyes_keras.derive.width.suggested_width).
@@ -275,10 +279,6 @@ def layer_widths(run_dir: Path) -> dict[str, dict]:
         row["k0.99c"] = int(explained_variance_width(acts, delta=0.99, clamp=True).k)
         out[name] = row
     return out
-
-
-def mean_sd(values):
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def run_network(name, net, seeds, log_dir: Path, say):
