@@ -263,6 +263,7 @@ def test_clean_number_and_spec_json():
 # The stage's contract: Altair only; of this package, only charts/ and the run layout.
 ALLOWED_IMPORTS = {"altair", "numpy", "vl_convert", "__future__", "collections", "dataclasses"}
 ALLOWED_IMPORTS |= {"json", "math", "textwrap", "typing", "deepeyes_keras.run.layout"}
+ALLOWED_IMPORTS |= {"contextvars", "functools", "re"}  # the layer page's template and its cache
 
 
 def test_charts_package_imports_only_altair_numpy_and_the_run_layout():

@@ -7,6 +7,14 @@ to 4 significant digits, non-finite values replaced by None (JSON null), every p
 named, and no global Altair state touched (no data transformer, no theme: configuration is
 inline).
 
+Templates (`build_template`, `Slot`, `placed`): building a spec with Altair costs far more than
+its data (about a second for a layer page, mostly Altair copying and validating the composed
+views), while a page's structure hardly changes from one snapshot to the next. A `Template` is
+a spec built once with a `Slot` (a placeholder text) in place of each per-snapshot value; its
+`Template.fill` puts the values in. A view that converts such a value does it through
+`placed(value, convert)`, which the template records, so the values filled in are the ones the
+view would have computed.
+
 Example:
     >>> clean_list([3.14159, float("nan"), 2.0])
     [3.142, None, 2]
@@ -17,8 +25,10 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+import re
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any, NamedTuple
 
 import altair as alt
 import numpy as np
@@ -42,6 +52,10 @@ __all__ = [
     "scatter_xy",
     "padded_extent",
     "finish",
+    "Slot",
+    "Template",
+    "placed",
+    "build_template",
 ]
 
 SIGNIFICANT_DIGITS = 4
@@ -159,7 +173,7 @@ def scatter_xy(extent: Sequence[float] | None = None) -> dict:
     if extent is None:
         xs, ys = alt.Scale(zero=False), alt.Scale(zero=False)
     else:
-        x0, x1, y0, y1 = (clean_number(v) for v in extent)
+        x0, x1, y0, y1 = (placed(v, clean_number) for v in extent)  # a value or a Slot
         xs, ys = alt.Scale(domain=[x0, x1], zero=False), alt.Scale(domain=[y0, y1], zero=False)
     return {"x": alt.X("x:Q", axis=no_axis, scale=xs), "y": alt.Y("y:Q", axis=no_axis, scale=ys)}
 
@@ -199,3 +213,121 @@ def finish(chart: alt.TopLevelMixin, datasets: Mapping[str, list] | None = None)
     if datasets:
         spec["datasets"] = {name: rows for name, rows in datasets.items()}
     return strict_json(spec)[0]
+
+
+# Slot texts: a name between two private-use characters (no constant of a view holds them; the
+# values filled in, a layer's name among them, are not read again).
+_OPEN, _CLOSE = "\ue000", "\ue001"
+_SLOT_TEXT = re.compile(f"{_OPEN}[^{_OPEN}{_CLOSE}]*{_CLOSE}")
+# The conversions `placed` records while a template is built: slot text -> (source, convert).
+_RECIPES: ContextVar[dict[str, tuple[str, Callable]] | None] = ContextVar(
+    "deepeyes_template_recipes", default=None
+)
+
+
+class Slot(str):
+    """Stands for a per-snapshot value while a `Template` is built (see `build_template`).
+
+    Its text marks where the value goes: a whole string (then the value itself, of any JSON
+    type) or part of one (then its text, as an f-string writes it). Being a string, it can stand
+    only where the Vega-Lite schema accepts one (Altair validates as the chart is built): texts,
+    expressions, scale domains, param and selection values; a value in a number-only property
+    (a mark's size, a chart's width) belongs to the template's key instead. It has no truth
+    value: a view whose structure depends on a value must take that structure as an argument.
+    """
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            f"Invalid use of the template slot {str(self)!r}: its value is unknown while the "
+            "template is built. Convert it with placed(value, convert), or pass what the view's "
+            "structure depends on as an argument of its own."
+        )
+
+
+def placed(value: Any, convert: Callable[[Any], Any]) -> Any:
+    """``convert(value)``; while a template is built and `value` is a `Slot`, a Slot for it.
+
+    `convert` must depend on its argument only: `Template.fill` applies it to each snapshot's
+    value.
+
+    Example:
+        >>> placed(2.5, int)
+        2
+    """
+    if not isinstance(value, Slot):
+        return convert(value)
+    recipes = _RECIPES.get()
+    if recipes is None:
+        raise RuntimeError(f"Invalid use of the template slot {str(value)!r} outside "
+                           "build_template.")  # fmt: skip
+    derived = Slot(f"{value[:-1]}.{len(recipes)}{_CLOSE}")
+    recipes[derived] = (str(value), convert)
+    return derived
+
+
+class Template(NamedTuple):
+    """A spec built once with `Slot` placeholders; `fill` gives the spec of given values.
+
+    Attributes:
+        spec: the JSON-ready spec with the slots' texts (never modified).
+        names: the values `fill` needs.
+        recipes: slot text -> (source slot text, convert), recorded by `placed`.
+    """
+
+    spec: dict
+    names: tuple[str, ...]
+    recipes: Mapping[str, tuple[str, Callable]]
+
+    def fill(self, values: Mapping[str, Any]) -> dict:
+        """A new spec: `spec` with every slot replaced by its value (ValueError: one missing)."""
+        missing = sorted(set(self.names) - set(values))
+        if missing:
+            raise ValueError(f"Invalid template values. Received no value for {missing}. "
+                             f"Expected values for {list(self.names)}.")  # fmt: skip
+        resolved = {f"{_OPEN}{name}{_CLOSE}": values[name] for name in self.names}
+        for text, (source, convert) in self.recipes.items():  # a source is recorded first
+            resolved[text] = convert(resolved[source])
+        return _filled(self.spec, resolved)
+
+
+def _filled(node: Any, resolved: Mapping[str, Any]) -> Any:
+    """`node` (JSON-like) copied, slot texts replaced by their values."""
+    if isinstance(node, str):
+        if _OPEN not in node:
+            return node
+        if node in resolved:
+            return resolved[node]
+        return _SLOT_TEXT.sub(lambda m: format(resolved[m.group()], ""), node)
+    if isinstance(node, dict):
+        return {key: _filled(value, resolved) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_filled(value, resolved) for value in node]
+    return node
+
+
+def build_template(
+    build: Callable[[Mapping[str, Slot]], alt.TopLevelMixin], names: Sequence[str]
+) -> Template:
+    """The template of the chart `build` makes from a `Slot` for each of `names`.
+
+    The chart is converted with `finish` (validated against the Vega-Lite schema) once.
+
+    Example:
+        >>> double = lambda v: 2 * v
+        >>> t = build_template(lambda s: alt.Chart(alt.Data(name="rows"), title=s["title"])
+        ...     .mark_point().encode(x=alt.X("x:Q", scale=alt.Scale(
+        ...         domain=[0, placed(s["top"], double)]))), ["title", "top"])
+        >>> spec = t.fill({"title": "step 10", "top": 4})
+        >>> spec["title"], spec["encoding"]["x"]["scale"]["domain"]
+        ('step 10', [0, 8])
+    """
+    slots = {name: Slot(f"{_OPEN}{name}{_CLOSE}") for name in names}
+    recipes: dict[str, tuple[str, Callable]] = {}
+    token = _RECIPES.set(recipes)
+    try:
+        spec = finish(build(slots))
+    finally:
+        _RECIPES.reset(token)
+    return Template(spec, tuple(names), recipes)

@@ -35,7 +35,7 @@ import math
 
 import altair as alt
 
-from deepeyes_keras.charts.common import COLOR_SCHEME, SELECTED_COLOR, grid_xy
+from deepeyes_keras.charts.common import COLOR_SCHEME, SELECTED_COLOR, grid_xy, placed
 
 __all__ = [
     "HEATMAP_VIEW",
@@ -83,12 +83,20 @@ FREQUENCY_TITLE = "frequency (> 0.5 max)"  # share of instances above beta x the
 
 
 def domain_top_expr(top_max: float, top_frequency: float) -> str:
-    """The upper end of the heatmap's colour scale, by mode and range choice (a Vega expr)."""
+    """The upper end of the heatmap's colour scale, by mode and range choice (a Vega expr).
+
+    Either value may be a template `Slot` (`deepeyes_keras/charts/common.py`); 0 counts as 1.
+    """
+    top_max, top_frequency = placed(top_max, _nonzero), placed(top_frequency, _nonzero)
     return (
         f"heatmap_range == '{RANGE_OPTIONS[1]}' ? (heatmap_mode == 'frequency' ? "
-        f"{top_frequency or 1} : {top_max or 1}) : (heatmap_mode == 'frequency' ? 1 : "
-        f"max(heatmap_top, {top_max or 1}))"
+        f"{top_frequency} : {top_max}) : (heatmap_mode == 'frequency' ? 1 : "
+        f"max(heatmap_top, {top_max}))"
     )
+
+
+def _nonzero(value: float) -> float:
+    return value or 1
 
 
 def heatmap_chart(
@@ -129,7 +137,7 @@ def heatmap_chart(
             alt.value(FADED)).when("datum.stale").then(alt.value(0.45))  # fmt: skip
         tooltip += [alt.Tooltip("max_rank:Q", title="rank by max"), "kept:N"]
     cells = (
-        _placed(cells, cols)
+        _on_grid(cells, cols)
         .mark_square(cursor="pointer", strokeWidth=2)
         .encode(
             **grid_xy(cols, rows, "col", "row"),
@@ -152,7 +160,7 @@ def heatmap_chart(
     return chart.properties(title=alt.Title(title, subtitle=subtitle) if subtitle else title)
 
 
-def _placed(chart: alt.Chart, cols: int) -> alt.Chart:
+def _on_grid(chart: alt.Chart, cols: int) -> alt.Chart:
     """`chart` with each filter's colour value, rank (the chosen order) and grid cell."""
     return (
         chart.transform_calculate(value="heatmap_mode == 'frequency' ? datum.frequency : datum.max")
@@ -169,7 +177,7 @@ def _index_labels(cols: int, rows: int, cell: int, top: str) -> alt.Chart:
     """The filter index on each cell, light on dark cells and dark on light ones."""
     light = f"isValid(datum.value) && datum.value / ({top}) > 0.6"
     return (
-        _placed(alt.Chart(), cols)
+        _on_grid(alt.Chart(), cols)
         .mark_text(fontSize=max(9, min(13, cell // 3)), cursor="pointer", aria=False)
         .encode(**grid_xy(cols, rows, "col", "row"), text="filter:Q",
                 color=alt.when(light).then(alt.value("#222222")).otherwise(alt.value("#ffffff")),

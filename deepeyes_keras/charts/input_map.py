@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import altair as alt
 
-from deepeyes_keras.charts.common import COLOR_SCHEME, MAP_SIZE, label_scale, scatter_xy
+from deepeyes_keras.charts.common import COLOR_SCHEME, MAP_SIZE, label_scale, placed, scatter_xy
 from deepeyes_keras.charts.layer_data import activation_expr
 
 __all__ = ["INPUT_MAP_VIEW", "OVERLAY_EXPR", "input_map_chart"]
@@ -48,6 +48,10 @@ OVERLAY_ON = (
 POINT_TOOLTIP = ("image:N", "label:N", "step:Q", "point:Q")
 POINT_SIZE = 22  # px^2; with weights, a point of one instance
 WEIGHT_TITLE = "identical instances"
+
+
+def _weight_top(max_weight: int) -> int:
+    return max(int(max_weight), 2)
 
 
 def _legend(title: str, shown_expr: str, **kwargs) -> alt.Legend:
@@ -72,7 +76,8 @@ def input_map_chart(
     `extent`: (xmin, xmax, ymin, ymax) of the points (fixed scales: the overlay layer is often
     empty). `max_weight`: the rows carry ``weight`` (identical instances collapsed into one
     point; this is the largest), drawn as point area (square-root scale from 1) and named in the
-    tooltip; None: no weights.
+    tooltip; None: no weights. The counts, the extent's numbers and `max_weight` may be
+    template slots (`deepeyes_keras/charts/common.py`).
     """
     xy = scatter_xy(extent)
     weighted = max_weight is not None
@@ -80,7 +85,7 @@ def input_map_chart(
                                      if weighted else [])  # fmt: skip
     size = (
         {"size": alt.Size("weight:Q", title=WEIGHT_TITLE,
-                          scale=alt.Scale(type="sqrt", domain=[1, max(int(max_weight), 2)],
+                          scale=alt.Scale(type="sqrt", domain=[1, placed(max_weight, _weight_top)],
                                           range=[POINT_SIZE, 40 * POINT_SIZE]),
                           legend=alt.Legend(title=WEIGHT_TITLE, symbolFillColor="#888888",
                                             symbolStrokeWidth=0, tickMinStep=1))}

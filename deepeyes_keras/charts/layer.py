@@ -1,7 +1,7 @@
 """The page of one layer: five or six linked views as ONE top-level Vega-Lite spec.
 
-Selections link only inside one spec, so the views are composed here with ``|`` and ``&``
-(Altair's hconcat and vconcat). Layout (about 1,100 px wide)::
+Selections link only inside one spec, so the views are composed here with Altair's hconcat and
+vconcat. Layout (about 1,100 px wide)::
 
     activation heatmap (<= ~400 px)   | filter map
     [width needed (T4): the curve]    |
@@ -14,24 +14,38 @@ controls and the ``filter``, ``brush`` and ``keep`` selections that link the vie
 `layer_data.py` (the ``filters`` and ``points`` rows they are drawn from), all in
 `deepeyes_keras/charts/`. Written by the views stage as ``views/step-NNNNNNNN/L<i>.vl.json``
 (see `deepeyes_keras/derive/views.py`).
+
+Altair takes about half a second to build the page (copying the views as it composes them
+and lifts their selections, then validating the spec), far longer than its data rows; but the
+page's structure depends only on a few facts of the layer (`PageShape`: its width, the number
+of labels, whether T4 evidence, weights or a selected filter are given), the same at every
+snapshot of a run. So `layer_spec` builds each shape once per process, with placeholders for a
+snapshot's values (`layer_template`; see `build_template` in `deepeyes_keras/charts/common.py`),
+and fills in each snapshot's title, counts, ranges, extents and selections: the spec Altair
+would build, in milliseconds. ``layer_spec(..., cached=False)`` builds it from the values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import altair as alt
 
-from deepeyes_keras.charts.common import finish, padded_extent
+from deepeyes_keras.charts.common import Template, build_template, finish, padded_extent
 from deepeyes_keras.charts.filter_map import filter_map_chart
 from deepeyes_keras.charts.heatmap import heatmap_chart
 from deepeyes_keras.charts.input_map import input_map_chart
 from deepeyes_keras.charts.layer_data import DEFAULT_MAX_VALUES, STALE_FRACTION, layer_rows
 from deepeyes_keras.charts.layer_params import FILTER_VIEWS, layer_params
 from deepeyes_keras.charts.patches import patch_bars_chart, patches_chart
-from deepeyes_keras.charts.variance import variance_chart, variance_rows
+from deepeyes_keras.charts.variance import log_axis, variance_chart, variance_rows
+from deepeyes_keras.run.layout import strict_json
 
-__all__ = ["layer_spec", "STALE_FRACTION"]
+__all__ = ["layer_spec", "layer_chart", "layer_template", "PageShape", "STALE_FRACTION"]
+
+TEMPLATES = 64  # page shapes whose templates a process keeps (a run has about one per layer)
 
 
 def layer_spec(
@@ -57,11 +71,13 @@ def layer_spec(
     selected_filter: int | None = None,
     point_weight: Sequence[int] | None = None,
     activation_codes: bool = False,
+    point_uid: Sequence[int] | None = None,  # (n,) instance ids: rows carry uid, not image
     cumulative_variance=None,
     signal_rank: int | None = None,
     suggested_width: int | None = None,
     oversized: bool = False,
     width_text: str | None = None,
+    cached: bool = True,
 ) -> dict:
     """One layer's heatmap, filter map, input map and patch view, linked, as one spec dict.
 
@@ -91,6 +107,9 @@ def layer_spec(
             required with `cumulative_variance`. The ``keep`` pick starts at the width.
         oversized: whether T4 proposes a cut (the view's title says so).
         width_text: the T4 evidence sentence, shown under the view's title.
+        cached: reuse the page's template (`layer_template`, built with Altair once per
+            `PageShape`) and fill in this snapshot's values; False: build the whole chart with
+            Altair (validated), the same spec, about ten times slower.
 
     Returns:
         A Vega-Lite v6 spec dict with params heatmap_mode, heatmap_sort, heatmap_range,
@@ -114,52 +133,113 @@ def layer_spec(
         point_activation=point_activation, thumbnails=thumbnails, max_points=max_points,
         seed=seed, point_step=point_step, stale_fraction=stale_fraction, max_values=max_values,
         selected_filter=selected_filter, point_weight=point_weight,
-        activation_codes=activation_codes,
+        activation_codes=activation_codes, point_uid=point_uid,
     )  # fmt: skip
     with_width = _width_given(cumulative_variance, signal_rank, suggested_width)
+    datasets = {"filters": rows.filters, "points": rows.points}
     tops = {k: max([f[k] for f in rows.filters if f[k] is not None], default=1.0)
             for k in ("max", "frequency")}  # fmt: skip
-    params = layer_params(selected_filter=selected_filter, top_max=tops["max"],
-                          keep_width=suggested_width if with_width else None)  # fmt: skip
-    filters, points = alt.Data(name="filters"), alt.Data(name="points")
-    picked, brush, n_filters = params.picked, params.brush, rows.n_filters
-    datasets = {"filters": rows.filters, "points": rows.points}
-
-    heatmap = heatmap_chart(filters, n_filters=n_filters, picked=picked, with_keep=with_width,
-                            top_max=tops["max"], top_frequency=tops["frequency"])  # fmt: skip
+    max_weight = max((p["weight"] for p in rows.points if "weight" in p), default=None)
+    values = {"title": f"{layer}, step {int(step)}", "top_max": tops["max"],
+              "top_frequency": tops["frequency"], "selected_filter": selected_filter,
+              "n_shown": len(rows.points), "n_points": rows.n_points, "max_weight": max_weight,
+              **dict(zip(EXTENT, padded_extent(rows.points), strict=True))}  # fmt: skip
     if with_width:
         width_rows = variance_rows(
             cumulative_variance,
-            n_filters=n_filters,
+            n_filters=rows.n_filters,
             signal_rank=signal_rank,
             suggested_width=suggested_width,
         )
         datasets |= {"variance": width_rows.curve, "variance_rules": width_rows.rules}
-        heatmap = (heatmap & variance_chart(
+        values |= {"signal_rank": int(signal_rank), "suggested_width": int(suggested_width),
+                   "oversized": bool(oversized), "width_text": width_text}  # fmt: skip
+    shape = PageShape(
+        n_filters=rows.n_filters,
+        n_labels=n_labels,
+        with_width=with_width,
+        log_axis=with_width and log_axis(rows.n_filters, int(signal_rank)),
+        weighted=max_weight is not None,
+        selected=selected_filter is not None,
+    )
+    if not cached:  # built with Altair from this snapshot's values (validated)
+        return restore_view_names(finish(layer_chart(shape, values), datasets), FILTER_VIEWS)
+    spec = layer_template(shape).fill(values)
+    spec["datasets"] = datasets
+    return strict_json(spec)[0]
+
+
+class PageShape(NamedTuple):
+    """What the structure of a layer page depends on: pages of one shape share a template."""
+
+    n_filters: int
+    n_labels: int
+    with_width: bool  # the T4 evidence: the variance view and the keep param
+    log_axis: bool  # the variance curve on a log x axis (`variance.log_axis`)
+    weighted: bool  # the point rows carry weight
+    selected: bool  # a filter is selected when the page opens
+
+
+EXTENT = ("x_min", "x_max", "y_min", "y_max")  # the input map's domains (`padded_extent`)
+
+
+def value_names(shape: PageShape) -> tuple[str, ...]:
+    """The per-snapshot values a page of `shape` shows (the keys of `layer_chart`'s values)."""
+    return ("title", "top_max", "top_frequency", "n_shown", "n_points", *EXTENT,
+            *(["selected_filter"] if shape.selected else []),
+            *(["max_weight"] if shape.weighted else []),
+            *(["signal_rank", "suggested_width", "oversized", "width_text"]
+              if shape.with_width else []))  # fmt: skip
+
+
+def layer_chart(shape: PageShape, values: Mapping[str, Any]) -> alt.VConcatChart:
+    """The page of `shape` as an Altair chart, from `values` (`value_names`): each a snapshot's
+    value or a template `Slot` (`deepeyes_keras/charts/common.py`)."""
+    v = values
+    params = layer_params(
+        selected_filter=v["selected_filter"] if shape.selected else None,
+        top_max=v["top_max"],
+        keep_width=v["suggested_width"] if shape.with_width else None,
+    )
+    filters, points = alt.Data(name="filters"), alt.Data(name="points")
+    picked, brush, n_filters = params.picked, params.brush, shape.n_filters
+    heatmap = heatmap_chart(filters, n_filters=n_filters, picked=picked,
+                            with_keep=shape.with_width, top_max=v["top_max"],
+                            top_frequency=v["top_frequency"])  # fmt: skip
+    if shape.with_width:
+        variance = variance_chart(
             alt.Data(name="variance"), alt.Data(name="variance_rules"), n_filters=n_filters,
-            signal_rank=int(signal_rank), suggested_width=int(suggested_width),
-            oversized=bool(oversized), text=width_text, keep=params.keep, kept=params.kept,
-        )).properties(spacing=30)  # fmt: skip
-    filter_map = filter_map_chart(filters, n_filters=n_filters, n_labels=n_labels, picked=picked)
+            signal_rank=v["signal_rank"], suggested_width=v["suggested_width"],
+            oversized=v["oversized"], text=v["width_text"], keep=params.keep, kept=params.kept,
+            log=shape.log_axis,
+        )  # fmt: skip
+        heatmap = alt.vconcat(heatmap, variance, spacing=30)
+    filter_map = filter_map_chart(filters, n_filters=n_filters, n_labels=shape.n_labels,
+                                  picked=picked)  # fmt: skip
     input_map = input_map_chart(
-        points, n_labels=n_labels, n_shown=len(rows.points), n_points=rows.n_points, brush=brush,
-        extent=padded_extent(rows.points),
-        max_weight=max((p["weight"] for p in rows.points if "weight" in p), default=None),
+        points, n_labels=shape.n_labels, n_shown=v["n_shown"], n_points=v["n_points"],
+        brush=brush, extent=tuple(v[k] for k in EXTENT),
+        max_weight=v["max_weight"] if shape.weighted else None,
     )  # fmt: skip
     patches = patches_chart(points, brush=brush)
     bars = patch_bars_chart(points, n_filters=n_filters, brush=brush, picked=picked)
 
     # Each view keeps its own colour and size scales (the variance rules' colours are not labels).
-    top = (heatmap | filter_map).properties(spacing=40).resolve_scale(
-        color="independent", size="independent")  # fmt: skip
-    bottom = (input_map | (patches & bars)).properties(spacing=40).resolve_scale(
-        color="independent", size="independent")  # fmt: skip
+    # Set as the concats are made: each later change would copy the whole chart again.
+    own = alt.Resolve(scale=alt.ScaleResolveMap(color="independent", size="independent"))
+    top = alt.hconcat(heatmap, filter_map, spacing=40, resolve=own)
+    bottom = alt.hconcat(input_map, alt.vconcat(patches, bars), spacing=40, resolve=own)
     # The top-level params go in at construction: vconcat then lifts the brush from its view
     # beside them (setting params afterwards would drop it).
-    chart = alt.vconcat(
-        top, bottom, params=params.top_level(), title=f"{layer}, step {int(step)}"
-    ).resolve_scale(color="independent", size="independent")
-    return restore_view_names(finish(chart, datasets), FILTER_VIEWS)
+    return alt.vconcat(top, bottom, params=params.top_level(), title=v["title"], resolve=own)
+
+
+@functools.lru_cache(maxsize=TEMPLATES)
+def layer_template(shape: PageShape) -> Template:
+    """The template of the pages of `shape`, built (and validated) once per process."""
+    template = build_template(functools.partial(layer_chart, shape), value_names(shape))
+    restore_view_names(template.spec, FILTER_VIEWS)
+    return template
 
 
 def restore_view_names(spec: dict, names: Sequence[str]) -> dict:

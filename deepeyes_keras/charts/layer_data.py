@@ -19,6 +19,11 @@ The charts read either form through `activation_expr` (``isString(datum.a)`` tel
 Points may stand for several instances with the same descriptor (`point_weight`, from the maps
 stage, which embeds identical descriptors once): their rows carry ``weight``, the count.
 
+Each point row carries its thumbnail as ``image`` (a data URL or None), or, given `point_uid`
+(what the views stage writes), the instance's ``uid`` instead: the thumbnails are then shared by
+every snapshot's view, in a file of their own that readers join back in before drawing
+(`deepeyes_keras/run/view_files.py`); `thumbnails` is then not used.
+
 A filter's maximum is *stale* (drawn small and faded) when ``reliability_age > stale_fraction *
 step`` (default 0.5: the filter last reached theta * mu more than half the run ago).
 
@@ -103,6 +108,7 @@ def layer_rows(
     selected_filter: int | None = None,
     point_weight: Sequence[int] | None = None,
     activation_codes: bool = False,
+    point_uid: Sequence[int] | None = None,
 ) -> LayerRows:
     """Checked filter and point rows; arguments as in `layer_spec`, ValueError naming a bad one."""
     mu = _array("max_activation", max_activation, (None,))
@@ -127,12 +133,17 @@ def layer_rows(
         raise ValueError("Invalid value for argument point_weight. Received: a weight below 1. "
                          "Expected the number of instances of each point (>= 1).")  # fmt: skip
     _check_options(n_filters, n_points, thumbnails, max_points, max_values, selected_filter)
+    uids = None if point_uid is None else _uids(point_uid, n_points)
 
     shown = min(max_points, max(1, max_values // n_filters))
     keep = np.arange(n_points)
     if n_points > shown:
         keep = np.sort(np.random.default_rng(seed).choice(n_points, shown, replace=False))
     points = _point_rows(pxy, plabel, act, list(thumbnails), psteps, keep, activation_codes)
+    if uids is not None:  # the instance names its thumbnail in the shared file
+        for row, i in zip(points, keep, strict=True):
+            del row["image"]
+            row["uid"] = int(uids[i])
     if weights is not None:  # instances each point stands for (identical descriptors)
         for row, i in zip(points, keep, strict=True):
             row["weight"] = int(weights[i])
@@ -155,6 +166,16 @@ def _array(name: str, values, shape: tuple[int | None, ...]) -> np.ndarray:
             f"Invalid value for argument {name}. Received: shape={arr.shape}. Expected {expected}."
         )
     return arr
+
+
+def _uids(point_uid, n_points: int) -> np.ndarray:
+    """`point_uid` as n_points integers, or a ValueError saying what is wrong."""
+    uids = np.asarray(point_uid)
+    if uids.shape != (n_points,) or (n_points and not np.issubdtype(uids.dtype, np.integer)):
+        raise ValueError(f"Invalid value for argument point_uid. Received: shape={uids.shape}, "
+                         f"dtype={uids.dtype}. Expected {n_points} integer instance ids (one "
+                         "per point).")  # fmt: skip
+    return uids.astype(np.int64)
 
 
 def _check_options(n_filters, n_points, thumbnails, max_points, max_values, selected_filter):

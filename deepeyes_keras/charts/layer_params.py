@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import altair as alt
 
-from deepeyes_keras.charts.common import clean_number
+from deepeyes_keras.charts.common import clean_number, placed
 from deepeyes_keras.charts.filter_map import FILTER_MAP_VIEW
 from deepeyes_keras.charts.heatmap import HEATMAP_VIEW, RANGE_OPTIONS
 from deepeyes_keras.charts.patches import PATCH_BARS_VIEW
@@ -80,6 +80,10 @@ class LayerParams:
                 self.heatmap_top.param, self.overlay.param, self.filter]  # fmt: skip
 
 
+def _top_value(top_max: float) -> float:
+    return clean_number(top_max) or 1
+
+
 def _radio(name: str, value: str, options: list[str], text: str) -> alt.Parameter:
     return alt.param(name=name, value=value, bind=alt.binding_radio(options=options, name=text))
 
@@ -88,6 +92,8 @@ def layer_params(
     *, selected_filter: int | None = None, keep_width: int | None = None, top_max: float = 1.0
 ) -> LayerParams:
     """The params of a layer page.
+
+    The values may be template slots (`deepeyes_keras/charts/common.py`).
 
     Args:
         top_max: the largest max activation of the snapshot: where ``heatmap_top`` starts.
@@ -99,20 +105,23 @@ def layer_params(
     heatmap_sort = _radio("heatmap_sort", "index", ["index", "value"], "heatmap order ")
     heatmap_range = _radio("heatmap_range", RANGE_OPTIONS[0], list(RANGE_OPTIONS),
                            "heatmap colour range ")  # fmt: skip
-    heatmap_top = alt.param(name="heatmap_top", value=clean_number(top_max) or 1)
+    heatmap_top = alt.param(name="heatmap_top", value=placed(top_max, _top_value))
     overlay = _radio("overlay", "filter", list(OVERLAY_MODES), "input map colour ")
     brush = alt.selection_interval(name="brush", encodings=["x", "y"])
     # One point selection driven by several views, declared once at the top level with its views
     # (adding one selection object to several Altair charts works too, but warns at every build).
     # `selection` only supplies the predicate {"param": "filter", "empty": false} for highlights.
     selection = alt.selection_point(name="filter", fields=["filter"], toggle=False)
+    initial = (
+        {} if selected_filter is None else {"value": [{"filter": placed(selected_filter, int)}]}
+    )
     filter_param = alt.TopLevelSelectionParameter(
         name="filter",
         select=alt.PointSelectionConfig(
             type="point", fields=["filter"], toggle=False, clear="dblclick"
         ),
         views=list(FILTER_VIEWS),
-        **({} if selected_filter is None else {"value": [{"filter": int(selected_filter)}]}),
+        **initial,
     )
     keep, kept = None, None
     if keep_width is not None:
@@ -124,7 +133,7 @@ def layer_params(
             on="click",
             toggle=False,
             clear="dblclick",
-            value=[{"k": int(keep_width)}],
+            value=[{"k": placed(keep_width, int)}],
         )
         kept = alt.when(keep, empty=False)
     return LayerParams(

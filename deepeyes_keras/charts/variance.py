@@ -30,7 +30,7 @@ from typing import NamedTuple
 import altair as alt
 import numpy as np
 
-from deepeyes_keras.charts.common import SELECTED_COLOR, clean_number
+from deepeyes_keras.charts.common import SELECTED_COLOR, clean_number, placed
 
 __all__ = [
     "VARIANCE_VIEW",
@@ -39,6 +39,7 @@ __all__ = [
     "VarianceRows",
     "variance_rows",
     "variance_chart",
+    "log_axis",
 ]
 
 # The curve's points, which carry the `keep` selection (inside the page's concat Altair names
@@ -121,10 +122,14 @@ def variance_chart(
     text: str | None,
     keep: alt.Parameter,
     kept: alt.When,
+    log: bool | None = None,
 ) -> alt.LayerChart:
     """The explained-variance curve of `n_filters` filters and its rules; its points add `keep`.
 
-    `kept` is the predicate of the picked k (``alt.when(keep, empty=False)``).
+    `kept` is the predicate of the picked k (``alt.when(keep, empty=False)``). `log`: whether
+    the x axis is logarithmic; None: `log_axis` of `n_filters` and `signal_rank`. The rank,
+    width, verdict and text may be template slots (`deepeyes_keras/charts/common.py`), `log`
+    given.
 
     Example:
         >>> keep = alt.selection_point(name="keep", fields=["k"])
@@ -134,7 +139,7 @@ def variance_chart(
         >>> chart.to_dict()["title"]["text"]
         'Width needed (T4): 8 of 64 filters (cut proposed)'
     """
-    log = n_filters > LOG_ABOVE and signal_rank >= 1
+    log = log_axis(n_filters, signal_rank) if log is None else log
     x = alt.X(
         "k:Q",
         title="directions kept, k" + (" (log scale)" if log else ""),
@@ -155,11 +160,20 @@ def variance_chart(
         height=HEIGHT,
         title=alt.Title(
             f"Width needed (T4): {suggested_width} of {n_filters} filters"
-            + (" (cut proposed)" if oversized else " (no cut)"),
-            subtitle=_subtitle(text),
+            + placed(oversized, _verdict),
+            subtitle=placed(text, _subtitle),
             anchor="start",
         ),
     )
+
+
+def log_axis(n_filters: int, signal_rank: int) -> bool:
+    """Whether the curve of a layer of `n_filters` filters is drawn on a log x axis."""
+    return n_filters > LOG_ABOVE and signal_rank >= 1
+
+
+def _verdict(oversized: bool) -> str:
+    return " (cut proposed)" if oversized else " (no cut)"
 
 
 def _subtitle(text: str | None) -> list[str]:
