@@ -89,7 +89,7 @@ def test_current_activations_follow_each_snapshots_weights(recorded):
             ref = _reference(name, samples.descriptor[rows], weights_at[snap.step][name],
                              activation)  # fmt: skip
             ref = np.maximum(ref, 0.0)  # stored clamped at 0, as the overlays draw them
-            # 8-bit codes per filter (half a step), and float16 descriptors (relative 1e-3).
+            # Codes 0..63 per filter (half a step), and float16 descriptors (relative 1e-3).
             step = ref.max(axis=0, initial=0) / CODE_LEVELS
             assert np.all(np.abs(current - ref) <= 0.51 * step + 3e-3 * np.abs(ref).max() + 1e-6)
             checked += 1
@@ -165,15 +165,33 @@ def test_codes_round_trip_within_half_a_step():
     assert np.all(back[:, 3] == 0)
 
 
-def test_jaccard_is_stored_as_its_upper_triangle(recorded):
+def test_jaccard_is_stored_as_codes_of_its_upper_triangle(recorded):
     run, _, _ = recorded
     snap = run.snapshots[-1]
     layer = snap.layers["fc"]
     with np.load(run.path / snap.record["arrays"]) as data:
         stored = data[f"{layer.key}.jaccard"]
     f = layer.info["n_filters"]
-    assert stored.dtype == np.float32 and stored.shape == (f * (f + 1) // 2,)
+    assert stored.dtype == np.uint16 and stored.shape == (f * (f + 1) // 2,)
+    assert layer.record["jaccard_codes"] == 60_000
     full = layer.jaccard
-    assert full.shape == (f, f) and full.dtype == np.float32
+    assert full.shape == (f, f) and full.dtype == np.float64
     np.testing.assert_array_equal(full, full.T)
-    np.testing.assert_array_equal(full[np.triu_indices(f)], stored)
+    np.testing.assert_array_equal(full[np.triu_indices(f)], stored / 60_000)
+    assert np.all(np.diag(full)[layer.max_activation > 0] >= 1 - 1 / 60_000)
+
+
+def test_current_codes_are_the_views_levels(recorded):
+    """The overlays draw 64 levels (charts.layer_data): the stored codes are exactly those."""
+    from deepeyes_keras.charts.layer_data import CODE_TOP
+
+    run, _, _ = recorded
+    layer = run.snapshots[-1].layers["fc"]
+    assert CODE_LEVELS == CODE_TOP == layer.record["current_levels"] == 63
+    with np.load(run.path / run.snapshots[-1].record["arrays"]) as data:
+        codes = data[f"{layer.key}.current_activation"]
+    assert codes.dtype == np.uint8 and codes.max() <= CODE_LEVELS
+    current = layer.current_activation
+    top = current.max(axis=0)
+    share = current / np.where(top > 0, top, 1.0)
+    np.testing.assert_array_equal(np.rint(CODE_TOP * share), codes)  # what the views draw

@@ -15,8 +15,11 @@ activation (``softmax`` included) gives what the layer gives. :func:`why_not_cur
 another layer keeps its sampled activations: descriptors hashed to ``DESCRIPTOR_DIM`` values
 (the window is lost), recurrent layers (their state is not in the weights), other layer types
 (depthwise, separable, transposed, grouped convolutions, ``Dense`` on a sequence). The
-snapshot stores the result as 8-bit codes of the activation clamped at 0 (what the overlays
-draw), per filter scaled to its largest value: :func:`encode` and :func:`decode`.
+snapshot stores the result as codes 0..63 of the activation clamped at 0, per filter scaled to
+its largest value (:func:`encode` and :func:`decode`): the 64 levels the input map's overlays
+draw (``deepeyes_keras.charts.layer_data.ACTIVATION_CODES``), so more would be stored and never
+shown. The layer's snapshot record says so (``current_levels``); runs before schema 3 used
+0..255.
 
 Example:
     >>> why_not_current(tap)                                   # doctest: +SKIP
@@ -33,7 +36,9 @@ import tensorflow as tf
 
 from deepeyes_keras.record.taps import DESCRIPTOR_DIM, LayerTap
 
-CODE_LEVELS = 255  # codes 0..255: activation / max over the reservoir, per filter
+# codes 0..63: activation / max over the reservoir, per filter; the views draw 64 levels
+# (deepeyes_keras.charts.layer_data.CODE_TOP, a stage this one does not import)
+CODE_LEVELS = 63
 
 __all__ = ["CODE_LEVELS", "current_activations", "decode", "encode", "why_not_current"]
 
@@ -90,7 +95,7 @@ def encode(activations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(n, F)`` activations to uint8 codes of ``max(a, 0) / scale`` and the ``(F,)`` scales.
 
     The scale of a filter is its largest activation over the rows (1 where none is above 0), so
-    a code is off by at most ``scale / 510``.
+    a code is off by at most ``scale / (2 * CODE_LEVELS)``.
     """
     a = np.nan_to_num(np.asarray(activations, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     a = np.maximum(a, 0.0)

@@ -22,15 +22,15 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from deepeyes_keras.record.current import encode
+from deepeyes_keras.record.current import CODE_LEVELS, encode
 from deepeyes_keras.record.describe import utc_now
 from deepeyes_keras.record.recorder import FLOAT16_MAX, Recorder
-from deepeyes_keras.record.statistics import finalize
+from deepeyes_keras.record.statistics import JACCARD_CODES, finalize, jaccard_codes
 from deepeyes_keras.record.taps import LayerTap
 from deepeyes_keras.run.layout import layer_key
 
 
-def _as_float16(a: np.ndarray) -> np.ndarray:
+def as_float16(a: np.ndarray) -> np.ndarray:
     """Bulk columns are stored as float16; non-finite values become 0 or the float16 bounds."""
     a = np.nan_to_num(a, nan=0.0, posinf=FLOAT16_MAX, neginf=-FLOAT16_MAX)
     return np.clip(a, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
@@ -75,7 +75,8 @@ def sample_columns(tap: LayerTap, new: Mapping[str, np.ndarray]) -> dict[str, np
 
     Returns:
         ``uid``, ``step``, ``image``, ``position``, ``label``, ``box_start``, ``box_size``,
-        ``descriptor`` and ``patch`` (float16) and ``activation`` (float32).
+        ``descriptor`` and ``patch`` (float16) and ``activation`` (float32: the findings' probes
+        and width rule move with float16's rounding; measured in ``tests/test_storage_size.py``).
     """
     positions = new["position"].astype(np.int64)
     start, size = input_boxes(tap, positions)
@@ -87,9 +88,9 @@ def sample_columns(tap: LayerTap, new: Mapping[str, np.ndarray]) -> dict[str, np
         "label": new["label"].astype(np.int32),
         "box_start": start,
         "box_size": size,
-        "descriptor": _as_float16(new["descriptor"]),
+        "descriptor": as_float16(new["descriptor"]),
         "activation": new["activation"].astype(np.float32),
-        "patch": _as_float16(new["patch"]),
+        "patch": as_float16(new["patch"]),
     }
 
 
@@ -101,8 +102,13 @@ def layer_record(
 ) -> dict:
     """A layer's entry in the snapshot record: its key, instance counts, reservoir fill, and
     which activations its overlays show (``overlay_activations``: ``"current"``, recomputed with
-    the snapshot's weights, or ``"sampled"`` with ``overlay_note`` saying why)."""
+    the snapshot's weights, or ``"sampled"`` with ``overlay_note`` saying why); the arrays'
+    code ranges (``jaccard_codes``, and ``current_levels`` with recomputed activations)."""
+    codes = {"jaccard_codes": JACCARD_CODES}
+    if current_reason is None:
+        codes["current_levels"] = CODE_LEVELS
     return {
+        **codes,
         "key": key,
         "instances": int(raw_stats["instances"]),
         "weighted_instances": float(raw_stats["weighted_instances"]),
@@ -174,9 +180,11 @@ class SnapshotAssembler:
         Returns:
             :func:`deepeyes_keras.record.statistics.finalize`'s arrays plus
             ``perplexity_histogram`` (this interval), ``perplexity_change`` (minus the previous
-            interval), ``histogram_cumulative``, ``reservoir_uids`` and, where the layer's
-            activations can be recomputed, ``current_activation`` (uint8 codes, rows as
-            ``reservoir_uids``) and ``current_scale`` (see ``deepeyes_keras/record/current.py``).
+            interval), ``histogram_cumulative``, ``reservoir_uids``, ``jaccard`` as the uint16
+            codes of its upper triangle (:func:`~deepeyes_keras.record.statistics.jaccard_codes`)
+            and, where the layer's activations can be recomputed, ``current_activation`` (codes
+            0..63, rows as ``reservoir_uids``) and ``current_scale`` (see
+            ``deepeyes_keras/record/current.py``).
         """
         stats = finalize(layer_state["stats"], step=step)
         cumulative = stats.pop("histogram_cumulative")
@@ -188,12 +196,12 @@ class SnapshotAssembler:
         stats["perplexity_change"] = change
         stats["histogram_cumulative"] = cumulative
         stats["reservoir_uids"] = layer_state["reservoir_uids"]
-        # Symmetric: its upper triangle (fc1's 500 x 500: 0.5 MB instead of 1 MB), still float32
-        # (the findings compare similarities with thresholds).
+        # Symmetric: its upper triangle, as 16-bit codes (fc1's 500 x 500: 250 kB, not 1 MB) on a
+        # grid that keeps every comparison with the findings' thresholds.
         jaccard = stats["jaccard"]
-        stats["jaccard"] = jaccard[np.triu_indices(len(jaccard))].astype(np.float32)
+        stats["jaccard"] = jaccard_codes(jaccard[np.triu_indices(len(jaccard))])
         current = layer_state.get("current_activation")
-        if current is not None:  # 8-bit codes: fc1's 2,000 x 500 are 1 MB, not 4
+        if current is not None:  # the views' 64 levels: fc1's 2,000 x 500 in ~0.4 MB, not 4
             stats["current_activation"], stats["current_scale"] = encode(current)
         return stats
 

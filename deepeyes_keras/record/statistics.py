@@ -25,6 +25,10 @@ _PAIRWISE_CHUNK_ELEMENTS = 1 << 22
 JACCARD_BUDGET = 1 << 20
 JACCARD_MIN_INSTANCES = 4
 F32_MAX = float(np.finfo(np.float32).max)
+# The stored co-activation similarities: codes floor(phi * JACCARD_CODES) in uint16 (schema 3).
+# 60,000 = 2^5 * 3 * 5^4: every threshold of at most 4 decimals is a code, so phi >= threshold
+# reads back exactly as it was (see jaccard_codes).
+JACCARD_CODES = 60_000
 
 
 def clean_activations(acts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -198,6 +202,18 @@ def jaccard_from_sums(total: np.ndarray, abs_diff: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         phi = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
     return np.clip(phi, 0.0, 1.0)
+
+
+def jaccard_codes(phi: np.ndarray) -> np.ndarray:
+    """Similarities in [0, 1] as uint16 codes ``floor(phi * JACCARD_CODES)``.
+
+    A code k reads back as ``k / JACCARD_CODES`` (:mod:`deepeyes_keras.run.reader`): at most
+    1 / 60,000 below phi, and for any threshold t with ``t * JACCARD_CODES`` whole (0.8, or any t
+    of at most 4 decimals) ``k / JACCARD_CODES >= t`` exactly when ``phi >= t``: the floor
+    keeps every value on the side of t it was on. Values outside [0, 1] are clipped, NaN is 0.
+    """
+    x = np.nan_to_num(np.asarray(phi, np.float64), nan=0.0, posinf=1.0, neginf=0.0)
+    return np.floor(np.clip(x, 0.0, 1.0) * JACCARD_CODES).astype(np.uint16)
 
 
 def finalize(raw: dict[str, np.ndarray], *, step: int) -> dict[str, np.ndarray]:

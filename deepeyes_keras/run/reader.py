@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepeyes_keras.run.archive import resolve_links
 from deepeyes_keras.run.layout import (
     MANIFEST,
     SCHEMA_VERSION,
@@ -80,6 +81,7 @@ class LayerSnapshot:
         self.info = info
         self.name = info["name"]
         self.key = info["key"]
+        self.record = record
         self.instances = record.get("instances")
         self.nonfinite = record.get("nonfinite")
         # Older runs hold no recomputed activations: their overlays show the sampled ones.
@@ -96,13 +98,28 @@ class LayerSnapshot:
         raise AttributeError(field)
 
     def _jaccard(self) -> np.ndarray:
-        """The F x F float32 similarity matrix, also from its stored upper triangle."""
+        """The F x F float64 similarity matrix, from its stored upper triangle of codes.
+
+        Schema 3 stores ``floor(phi * jaccard_codes)`` as uint16 (the layer record names
+        ``jaccard_codes``); a code k reads back as exactly the float ``k / jaccard_codes``, so a
+        threshold on that grid (0.8, any value of at most 4 decimals) is crossed as by the
+        float32 value. Schema 2 stored the float32 triangle, older runs the float32 matrix.
+        """
         stored = self.snapshot.array(f"{self.key}.jaccard")
         if stored.ndim == 2:  # runs written before the triangle
-            return stored
-        values = stored.astype(np.float32)
+            return stored.astype(np.float64)
+        if stored.dtype.kind in "ui":
+            if "jaccard_codes" not in self.record:
+                raise ValueError(
+                    f"{self.snapshot.record['arrays']}: {self.key}.jaccard holds integer codes "
+                    f"but the snapshot record of layer {self.name!r} has no jaccard_codes; the "
+                    "record is damaged. Record the run again."
+                )
+            values = stored.astype(np.float64) / float(self.record["jaccard_codes"])
+        else:
+            values = stored.astype(np.float64)
         n = int(round((np.sqrt(8 * len(values) + 1) - 1) / 2))
-        full = np.zeros((n, n), np.float32)
+        full = np.zeros((n, n), np.float64)
         full[np.triu_indices(n)] = values
         return np.maximum(full, full.T)  # the lower triangle is 0, the diagonal counted once
 
@@ -110,12 +127,15 @@ class LayerSnapshot:
     def current_activation(self) -> np.ndarray | None:
         """``(n, F)`` float32 activations (clamped at 0) of the held instances, rows as
         ``reservoir_uids``, recomputed with this snapshot's weights; None where the layer's
-        activations cannot be recomputed (``overlay_note`` says why) or in older runs."""
+        activations cannot be recomputed (``overlay_note`` says why) or in older runs.
+
+        Stored as codes 0..``current_levels`` of each filter's ``current_scale`` (its largest
+        value): 63 since schema 3 (the views' 64 levels), 255 before (no ``current_levels``)."""
         names = self.snapshot.array_names
         codes, scale = f"{self.key}.current_activation", f"{self.key}.current_scale"
         if codes not in names or scale not in names:
             return None
-        levels = 255.0  # deepeyes_keras.record.current.CODE_LEVELS (that module needs TF)
+        levels = float(self.record.get("current_levels", 255))
         step = self.snapshot.array(scale).astype(np.float32) / levels
         return self.snapshot.array(codes).astype(np.float32) * step
 
@@ -151,8 +171,12 @@ class Snapshot:
         # Opened once (only the archive's index is read): a zeroed or overwritten .npz makes the
         # snapshot unreadable here, where load_run skips it with a warning naming the file.
         self.array_names = set(npz_names(run.path / record["arrays"]))
+        # The record names each layer; its key finds it too (a manifest whose names changed).
+        by_key = {r.get("key"): r for r in record["layers"].values() if isinstance(r, dict)}
         self.layers = {
-            info["name"]: LayerSnapshot(self, info, record["layers"].get(info["name"], {}))
+            info["name"]: LayerSnapshot(
+                self, info, record["layers"].get(info["name"]) or by_key.get(info["key"], {})
+            )
             for info in run.manifest["analysed_layers"]
         }
 
@@ -265,7 +289,7 @@ class Run:
         if key not in self._chunks:
             parts = []
             for path in self.layout.sample_chunks(key):
-                parts.append(read_npz(path))
+                parts.append(resolve_links(read_npz(path), self._linked_column))
             if parts:
                 merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
                 order = np.argsort(merged["uid"], kind="stable")
@@ -275,6 +299,10 @@ class Run:
                 merged["uid"] = np.zeros((0,), np.int64)
             self._chunks[key] = merged
         return self._chunks[key]
+
+    def _linked_column(self, relative: str, column: str) -> np.ndarray:
+        """A column a chunk links to (:func:`deepeyes_keras.run.archive.link_duplicates`)."""
+        return read_npz(self.path / relative, names=[column])[column]
 
     def __repr__(self) -> str:
         return f"Run({self.name!r}, snapshots={len(self.snapshots)}, status={self.status!r})"

@@ -14,15 +14,14 @@ snapshot. A run directory removed during training is recreated with its manifest
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from deepeyes_keras.run.archive import link_duplicates, npz_bytes
 from deepeyes_keras.run.layout import SCHEMA_VERSION, RunLayout, strict_json, write_bytes
 
 MAX_SUFFIX = 10_000
@@ -97,23 +96,6 @@ def json_bytes(obj) -> tuple[bytes, int]:
     return json.dumps(safe, sort_keys=True, allow_nan=False, indent=1).encode("utf-8"), count
 
 
-NPZ_COMPRESSLEVEL = 1  # deflate's fastest level: about half the size, ~40 ms per MB
-
-
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    """An .npz compressed at `NPZ_COMPRESSLEVEL` (the recorder writes while training waits:
-    the fastest level halves samples of mostly blank patches and ReLU zeros at little cost).
-    ``np.load`` reads it like any .npz."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(
-        buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=NPZ_COMPRESSLEVEL
-    ) as archive:
-        for name, value in arrays.items():
-            with archive.open(f"{name}.npy", "w", force_zip64=True) as handle:
-                np.lib.format.write_array(handle, np.asanyarray(value), allow_pickle=False)
-    return buffer.getvalue()
-
-
 class RunWriter:
     """Writes one run directory. Touches no disk until :meth:`open`.
 
@@ -177,7 +159,9 @@ class RunWriter:
         Args:
             record: the JSON record (must hold "step"); file names are filled in here.
             arrays: flat mapping "L<i>.<name>" -> array.
-            samples: per layer key, the new reservoir instances (skipped when empty).
+            samples: per layer key (in layer order), the new reservoir instances (skipped when
+                empty); a column that repeats one of an earlier layer is linked to it
+                (:func:`deepeyes_keras.run.archive.link_duplicates`).
 
         Returns:
             True when the snapshot was written.
@@ -188,13 +172,10 @@ class RunWriter:
         written: list[Path] = []
         try:
             self._write_model_config()
-            chunks = {}
-            for key, columns in samples.items():
-                if len(columns["uid"]) == 0:
-                    continue
-                path = layout.sample_chunk(key, step)
-                self._write_new(path, npz_bytes(columns), written)
-                chunks[key] = layout.relative(path)
+            samples = {key: c for key, c in samples.items() if len(c["uid"])}
+            chunks = {key: layout.relative(layout.sample_chunk(key, step)) for key in samples}
+            for key, columns in link_duplicates(samples, chunks).items():
+                self._write_new(layout.sample_chunk(key, step), npz_bytes(columns), written)
             self._write_new(layout.snapshot_arrays(step), npz_bytes(arrays), written)
             record = dict(
                 record,
