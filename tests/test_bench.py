@@ -52,6 +52,13 @@ def test_embedding_quick():
 
 
 @pytest.mark.slow
+def test_embedding_schedules_quick():
+    out = run_script("embedding.py", "--schedules")
+    assert "| `maps.SCHEDULE_BEFORE` |" in out and "| `maps.SCHEDULE` |" in out
+    assert "input map 10-NN kept" in out and "x faster in wall time" in out
+
+
+@pytest.mark.slow
 def test_embedding_trace_quick():
     out = run_script("embedding.py", "--trace", "300")
     assert "| affinities" in out and "| normal, iterations 11-20 | 10 |" in out

@@ -276,3 +276,81 @@ def test_filter_map_rejects_bad_inputs():
         filter_map(np.eye(4) * 3, t)
     with pytest.raises(ValueError, match="n_iter=100"):
         filter_map(np.eye(4), t, n_iter=100)
+
+
+def test_filter_map_from_a_previous_layout():
+    rng = np.random.default_rng(0)
+    acts = np.maximum(rng.normal(size=(400, 40)) + rng.normal(size=40), 0.0)
+    phi, t = _weighted_jaccard(acts), rng.random((40, 10))
+    before = filter_map(phi, t, seed=0, n_iter=300, theta=0.8)
+    # n_iter=0 keeps the layout exactly; labels and strengths are those of the new inputs
+    kept = filter_map(phi, np.eye(40, 10), seed=0, init=before.xy, n_iter=0)
+    np.testing.assert_array_equal(kept.xy, before.xy)
+    assert kept.label[:3].tolist() == [0, 1, 2] and kept.perplexity_used == 13.0
+    # A short run from it stays comparable (bound: Procrustes disparity < 0.1) and is reproducible
+    acts[:, 7] = acts[:, 23]  # and the data changed: two filters now fire identically
+    moved = _weighted_jaccard(acts)
+    after = filter_map(moved, t, seed=0, init=before.xy, n_iter=100, theta=0.8, init_std=1e-2)
+    assert procrustes(before.xy, after.xy)[2] < 0.1
+    np.testing.assert_array_equal(
+        after.xy, filter_map(moved, t, seed=0, init=before.xy, n_iter=100, theta=0.8,
+                             init_std=1e-2).xy)  # fmt: skip
+    _, nearest = NearestNeighbors(n_neighbors=2).fit(after.xy).kneighbors(after.xy[[7, 23]])
+    assert nearest[0, 1] == 23 and nearest[1, 1] == 7
+    # Not met by chance: from a random start, the same run lands elsewhere.
+    fresh = filter_map(moved, t, seed=0, n_iter=300, theta=0.8)
+    assert procrustes(before.xy, fresh.xy)[2] > 0.1
+    with pytest.raises(ValueError, match=r"init must be a finite \(40, 2\) layout"):
+        filter_map(phi, t, init=np.zeros((39, 2)), n_iter=0)
+    with pytest.raises(ValueError, match="init_std=0"):
+        filter_map(phi, t, init=before.xy, n_iter=10, init_std=0)
+
+
+def test_theta_reaches_openTSNE_and_small_sets_run_exactly(monkeypatch):
+    import openTSNE
+
+    from deepeyes_keras.derive import tsne
+
+    seen = []
+
+    class Spy(openTSNE.TSNEEmbedding):
+        def __new__(cls, *args, **kwargs):
+            seen.append((len(args[0]), kwargs["theta"]))
+            return super().__new__(cls, *args, **kwargs)
+
+    monkeypatch.setattr(openTSNE, "TSNEEmbedding", Spy)
+    x, _ = _clusters(n=150, dim=5)
+    input_map(x, seed=0, n_iter=5, early_iter=0, theta=0.8, method="opentsne")
+    input_map(x[:60], seed=0, n_iter=5, early_iter=0, theta=0.8, method="opentsne")
+    filter_map(np.eye(20) * 0.5 + 0.5, np.ones((20, 3)), n_iter=250, theta=0.8)
+    assert seen == [(150, 0.8), (60, 0.0), (20, 0.0)]  # below tsne.EXACT_BELOW: exact gradient
+    assert tsne.EXACT_BELOW == 100
+    with pytest.raises(ValueError, match="theta=1.5"):
+        input_map(x, theta=1.5)
+    with pytest.raises(ValueError, match="theta=0"):
+        filter_map(np.eye(5), np.ones((5, 2)), theta=0)
+    with pytest.raises(ValueError, match="init_std=-1"):
+        input_map(x, init_std=-1)
+
+
+def test_collapse_duplicates_matches_a_row_by_row_reference():
+    from deepeyes_keras.derive.embedding import collapse_duplicates
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(30, 6))
+    x = base[rng.integers(0, 30, 200)] + rng.choice([0.0, 1e-5, 0.05], size=(200, 1))
+    x[:5] = -0.0  # equal to 0.0
+    x[5:10] = 0.0
+    for tolerance in (0.0, 1e-3, 0.1):
+        got = collapse_duplicates(x, tolerance=tolerance)
+        top = np.abs(x).max()
+        keys = np.rint(x / (tolerance * top)) if tolerance else x
+        # reference: rows equal when all their keys are equal, numbered by first appearance
+        groups, point = {}, []
+        for row in map(tuple, keys + 0.0):
+            point.append(groups.setdefault(row, len(groups)))
+        np.testing.assert_array_equal(got.point, point)
+        first = [point.index(p) for p in range(len(groups))]
+        np.testing.assert_array_equal(got.first, first)
+        np.testing.assert_array_equal(got.weight, np.bincount(point))
+    assert got.point[0] == got.point[9]  # -0.0 and 0.0 are one point

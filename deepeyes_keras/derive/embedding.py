@@ -8,12 +8,13 @@ that computes maps run without TensorFlow, so this module never imports it (nor 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from deepeyes_keras.derive import tsne
+from deepeyes_keras.derive import checks, tsne
+from deepeyes_keras.derive.carry import carry_layout
 
 __all__ = ["DUPLICATE_TOLERANCE", "Duplicates", "FilterMap", "carry_layout",
            "collapse_duplicates", "filter_map", "input_map", "perplexity_of"]  # fmt: skip
@@ -45,7 +46,7 @@ def perplexity_of(activations: np.ndarray) -> np.ndarray:
         >>> perplexity_of(np.array([[0.0, 3.0, 0.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]))
         array([1., 3., 3.])
     """
-    a = _as_float_matrix(activations, "activations", allow_empty=True)
+    a = checks.as_float_matrix(activations, "activations", allow_empty=True)
     n_filters = a.shape[1]
     if n_filters == 0:
         raise ValueError(f"activations has shape {a.shape}; expected at least one filter column.")
@@ -91,7 +92,7 @@ def collapse_duplicates(
         >>> d.first.tolist(), d.point.tolist(), d.weight.tolist()
         ([0, 1], [0, 1, 0], [2, 1])
     """
-    x = np.nan_to_num(_as_float_matrix(descriptors, "descriptors", allow_empty=True))
+    x = np.nan_to_num(checks.as_float_matrix(descriptors, "descriptors", allow_empty=True))
     if not isinstance(tolerance, numbers.Real) or not np.isfinite(tolerance) or tolerance < 0:
         raise ValueError(
             f"Invalid value for argument tolerance. Received: tolerance={tolerance!r}. "
@@ -100,10 +101,19 @@ def collapse_duplicates(
     if len(x) == 0:
         empty = np.zeros(0, np.int64)
         return Duplicates(empty, empty, empty)
-    top = float(np.abs(x).max())
-    keys = np.rint(x / (tolerance * top)) if tolerance > 0 and top > 0 else x
+    top = float(np.abs(x).max()) if x.size else 0.0
+    keys = x + 0.0  # 0.0 for -0.0: equal values must be equal bytes
+    if tolerance > 0 and top > 0:
+        keys = np.rint(x / (tolerance * top))  # integers, at most 1 / tolerance in size
+        bound = 1.0 / tolerance
+        if bound < 2.0**62:
+            keys = keys.astype(np.int16 if bound < 2**15 - 1 else np.int64)
+    # Each row as one opaque value: a 1-D unique sorts bytes; np.unique(axis=0) sorts a structured
+    # dtype field by field (2,000 x 500 descriptors: about 1 ms instead of about 30 ms).
+    keys = np.ascontiguousarray(keys if keys.shape[1] else np.zeros((len(x), 1)))
+    rows = keys.view(np.dtype((np.void, keys.dtype.itemsize * keys.shape[1]))).ravel()
     _, first, inverse, counts = np.unique(
-        keys, axis=0, return_index=True, return_inverse=True, return_counts=True
+        rows, return_index=True, return_inverse=True, return_counts=True
     )
     order = np.argsort(first, kind="stable")  # number the points by their first row
     rank = np.empty_like(order)
@@ -122,6 +132,8 @@ def input_map(
     n_iter: int = 500,
     early_iter: int = 250,
     method: str = "auto",
+    theta: float = tsne.THETA,
+    init_std: float = tsne.INIT_STD,
     progress: ProgressFn | None = None,
 ) -> np.ndarray:
     """2-D t-SNE of neuronal receptive-field descriptors (the input map).
@@ -134,9 +146,10 @@ def input_map(
     Fewer than 4 points, or all descriptors identical, leave nothing to embed: the layout is
     ``init`` when given, else the exact PCA coordinates (< 4 points) or zeros (identical ones).
 
-    ``init`` (else the PCA coordinates) is centred and scaled to std 1e-4 on its first axis, plus
-    1% seeded jitter, as openTSNE scales its PCA initialisation: only its arrangement matters, and
-    a snapshot started from the previous one's layout stays comparable with it.
+    ``init`` (else the PCA coordinates) is centred and scaled to std ``init_std`` (1e-4) on its
+    first axis, plus 1% seeded jitter, as openTSNE scales its PCA initialisation: only its
+    arrangement matters, and a snapshot started from the previous one's layout stays comparable
+    with it (:func:`~deepeyes_keras.derive.carry.carry_layout` builds such a start).
 
     Args:
         descriptors: ``(n, D)`` numeric array, one receptive-field descriptor per row.
@@ -150,6 +163,12 @@ def input_map(
         method: ``"opentsne"`` (FFT interpolation from 10,000 points, Barnes-Hut below, 2.4x
             faster at 2,000), ``"sklearn"`` (``sklearn.manifold.TSNE``, Barnes-Hut) or
             ``"auto"``: openTSNE when importable, else scikit-learn.
+        theta: Barnes-Hut accuracy, in (0, 1]: a cell of the tree whose size is below ``theta``
+            times its distance counts as one point (0.5, both backends' default; the maps stage
+            uses 0.8: 30% faster, layouts as good, see viewer_site/reference/maps-and-views.md).
+            Not used by the FFT gradient.
+        init_std: Scale of the start, > 0: a restart of the previous snapshot's layout at 1e-2
+            re-forms in fewer iterations than at 1e-4 (the maps stage's choice, measured).
         progress: Optional ``callable(fraction, message)``, called about a dozen times as
             ``fraction`` rises to 1.0 (scikit-learn has no hook mid-run: start and end only).
 
@@ -161,18 +180,20 @@ def input_map(
         >>> input_map(x, perplexity=20, seed=0).shape
         (200, 2)
     """
-    x = _as_float_matrix(descriptors, "descriptors", allow_empty=True)
+    x = checks.as_float_matrix(descriptors, "descriptors", allow_empty=True)
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     n = x.shape[0]
-    start = None if init is None else _as_float_matrix(init, "init", rows=n)
+    start = None if init is None else checks.as_float_matrix(init, "init", rows=n)
     if not isinstance(perplexity, numbers.Real) or not np.isfinite(perplexity) or perplexity < 1:
         raise ValueError(
             f"Invalid value for argument perplexity. Received: perplexity={perplexity!r}. "
             "Expected a finite number >= 1 (typically 5 to 50)."
         )
-    _check_int(seed, "seed", minimum=0)
-    _check_int(n_iter, "n_iter", minimum=1)
-    _check_int(early_iter, "early_iter", minimum=0)
+    checks.check_int(seed, "seed", minimum=0)
+    checks.check_int(n_iter, "n_iter", minimum=1)
+    checks.check_int(early_iter, "early_iter", minimum=0)
+    checks.check_real(theta, "theta", low=0.0, high=1.0, hint=" (Barnes-Hut accuracy, e.g. 0.5)")
+    checks.check_real(init_std, "init_std", low=0.0, hint=" (e.g. 1e-4)")
     backend = tsne.resolve_method(method)
     if progress is not None and not callable(progress):
         raise TypeError(
@@ -188,95 +209,18 @@ def input_map(
             return start.copy()
         return tsne.pca_coords(x, seed) if n < _MIN_TSNE_POINTS else np.zeros((n, 2))
 
-    y0 = tsne.small_init(tsne.pca_coords(x, seed) if start is None else start, seed)
+    y0 = tsne.small_init(tsne.pca_coords(x, seed) if start is None else start, seed, init_std)
     used = min(float(perplexity), (n - 1) / 3.0)
     report(0.0, f"input map: {n} points, perplexity {used:g}, {backend}")
     if backend == "opentsne":
-        xy = tsne.run_opentsne(
-            x, "euclidean", used, y0, seed, tsne.input_phases(early_iter, n_iter), report
-        )
+        phases = tsne.input_phases(early_iter, n_iter)
+        xy = tsne.run_opentsne(x, "euclidean", used, y0, seed, phases, report, theta)
     else:
         # scikit-learn always runs its 250 early-exaggeration iterations (its minimum).
-        xy = tsne.run_sklearn(
-            x, "euclidean", used, y0, seed, tsne.EARLY_FACTOR, tsne.EARLY_ITERS + n_iter
-        )
+        iters = tsne.EARLY_ITERS + n_iter
+        xy = tsne.run_sklearn(x, "euclidean", used, y0, seed, tsne.EARLY_FACTOR, iters, theta)
     report(1.0, "input map: done")
     return xy
-
-
-def carry_layout(
-    prev_ids: Sequence | np.ndarray,
-    prev_layout: np.ndarray,
-    new_ids: Sequence | np.ndarray,
-    new_descriptors: np.ndarray,
-    prev_descriptors: np.ndarray | None = None,
-    *,
-    n_neighbors: int = 5,
-) -> np.ndarray:
-    """Build an ``init`` for :func:`input_map` from the previous snapshot's layout.
-
-    Points whose id is in ``prev_ids`` keep their previous coordinates exactly. A new point goes to
-    the mean position of its ``n_neighbors`` nearest previous points in descriptor space:
-
-    * given ``prev_descriptors``: nearest among all previous points (new descriptor against the
-      previous descriptors);
-    * else, when some ids are shared: nearest among the shared points, compared by their *current*
-      descriptors (their rows of ``new_descriptors``), so no history needs storing;
-    * with neither: the new points' PCA coordinates, rescaled to the previous layout's per-axis
-      standard deviation and centred on its mean (PCA coordinates alone if it has no points).
-
-    Args:
-        prev_ids: ``(m,)`` unique ids of the previous layout's rows (any hashable values).
-        prev_layout: ``(m, 2)`` previous coordinates.
-        new_ids: ``(n,)`` unique ids of the new points, in the order of ``new_descriptors``.
-        new_descriptors: ``(n, D)`` descriptors of the new points.
-        prev_descriptors: Optional ``(m, D)`` descriptors of the previous points.
-        n_neighbors: Previous points averaged per new point (fewer when fewer exist).
-
-    Returns:
-        ``(n, 2)`` float64 layout in the previous layout's frame, ready for ``input_map(init=...)``.
-
-    Example:
-        >>> prev = np.array([[0.0, 0.0], [10.0, 0.0]])
-        >>> carry_layout([1, 2], prev, [2, 3], np.array([[1.0], [1.1]]))
-        array([[10.,  0.],
-               [10.,  0.]])
-    """
-    prev_keys, new_keys = _unique_ids(prev_ids, "prev_ids"), _unique_ids(new_ids, "new_ids")
-    prev_xy = _as_float_matrix(prev_layout, "prev_layout", rows=len(prev_keys))
-    x_new = np.nan_to_num(_as_float_matrix(new_descriptors, "new_descriptors", allow_empty=True))
-    if x_new.shape[0] != len(new_keys):
-        got = f"{x_new.shape[0]} rows for {len(new_keys)} ids"
-        raise ValueError(f"new_descriptors needs one descriptor row per new id; got {got}.")
-    _check_int(n_neighbors, "n_neighbors", minimum=1)
-    where = {key: i for i, key in enumerate(prev_keys)}
-    shared = np.array([key in where for key in new_keys], dtype=bool).reshape(-1)
-    out = np.zeros((len(new_keys), 2))
-    out[shared] = prev_xy[[where[key] for key in new_keys if key in where]]
-    fresh = ~shared
-    if not fresh.any():
-        return out
-    if len(prev_keys) == 0:
-        return tsne.pca_coords(x_new, 0)
-    if prev_descriptors is not None:
-        ref = np.nan_to_num(_as_float_matrix(prev_descriptors, "prev_descriptors"))
-        if ref.shape != (len(prev_keys), x_new.shape[1]):
-            raise ValueError(
-                f"prev_descriptors has shape {ref.shape}; expected "
-                f"{(len(prev_keys), x_new.shape[1])}: one row per prev id, D as new_descriptors."
-            )
-        ref_xy = prev_xy
-    elif shared.any():
-        ref, ref_xy = x_new[shared], out[shared]
-    else:
-        pca = tsne.pca_coords(x_new, 0)
-        spread = pca.std(axis=0)
-        return pca * (prev_xy.std(axis=0) / np.where(spread > 0, spread, 1.0)) + prev_xy.mean(0)
-    from sklearn.neighbors import NearestNeighbors
-
-    knn = NearestNeighbors(n_neighbors=min(n_neighbors, ref.shape[0])).fit(ref)
-    out[fresh] = ref_xy[knn.kneighbors(x_new[fresh], return_distance=False)].mean(axis=1)
-    return out
 
 
 @dataclass(frozen=True)
@@ -305,6 +249,9 @@ def filter_map(
     seed: int = 0,
     n_iter: int = 750,
     method: str = "auto",
+    theta: float = tsne.THETA,
+    init: np.ndarray | None = None,
+    init_std: float = tsne.INIT_STD,
 ) -> FilterMap:
     """Embed a layer's filters by co-activation (the filter map, viewer_site/reference/metrics.md).
 
@@ -324,8 +271,15 @@ def filter_map(
         label_activation: ``(F, d)`` sums of each filter's activation over instances of each label
             (negative values are clamped to 0).
         seed: Seed of the random initialisation.
-        n_iter: Total t-SNE iterations, at least 250 (scikit-learn's minimum).
+        n_iter: Total t-SNE iterations, at least 250 (scikit-learn's minimum); with ``init``, at
+            least 0 (scikit-learn still runs 250).
         method: ``"opentsne"``, ``"sklearn"`` or ``"auto"`` (openTSNE when importable).
+        theta: Barnes-Hut accuracy in (0, 1], as in :func:`input_map` (the maps stage: 0.8).
+        init: Optional ``(F, 2)`` start instead of the random one, e.g. the previous snapshot's
+            filter map: scaled as :func:`input_map` scales its ``init`` (std ``init_std``), then
+            ``n_iter`` iterations at momentum 0.8. ``n_iter=0`` keeps it as it is (the maps
+            stage, while the co-activations barely changed); labels and strengths are new.
+        init_std: Scale of ``init`` (first axis), > 0.
 
     Returns:
         A :class:`FilterMap`.
@@ -335,7 +289,7 @@ def filter_map(
         >>> fm.xy.shape, fm.label[:5].tolist(), fm.perplexity_used
         ((12, 2), [0, 1, 2, 3, -1], 3.6666666666666665)
     """
-    phi = _as_float_matrix(jaccard, "jaccard", allow_empty=True)
+    phi = checks.as_float_matrix(jaccard, "jaccard", allow_empty=True)
     n_filters = phi.shape[0]
     if phi.shape != (n_filters, n_filters) or n_filters == 0:
         raise ValueError(f"jaccard must be a square (F, F) matrix, F >= 1; got {phi.shape}.")
@@ -350,7 +304,7 @@ def filter_map(
             f"jaccard values must lie in [0, 1]; got range [{phi.min():g}, {phi.max():g}]. "
             "Pass similarities phi, not distances or unnormalised sums."
         )
-    t = _as_float_matrix(label_activation, "label_activation", allow_empty=True)
+    t = checks.as_float_matrix(label_activation, "label_activation", allow_empty=True)
     if t.shape[0] != n_filters or t.shape[1] == 0:
         raise ValueError(
             f"label_activation has shape {t.shape}; expected ({n_filters}, d) with d >= 1: "
@@ -358,8 +312,11 @@ def filter_map(
         )
     if not np.isfinite(t).all():
         raise ValueError("label_activation contains NaN/inf; pass finite per-label sums.")
-    _check_int(seed, "seed", minimum=0)
-    _check_int(n_iter, "n_iter", minimum=tsne.EARLY_ITERS)
+    checks.check_int(seed, "seed", minimum=0)
+    start = None if init is None else checks.as_float_matrix(init, "init", rows=n_filters)
+    checks.check_int(n_iter, "n_iter", minimum=tsne.EARLY_ITERS if start is None else 0)
+    checks.check_real(theta, "theta", low=0.0, high=1.0, hint=" (Barnes-Hut accuracy, e.g. 0.5)")
+    checks.check_real(init_std, "init_std", low=0.0, hint=" (e.g. 1e-4)")
     backend = tsne.resolve_method(method)
 
     t = np.maximum(t, 0.0)
@@ -370,46 +327,22 @@ def filter_map(
     phi = np.clip((phi + phi.T) / 2.0, 0.0, 1.0)
     np.fill_diagonal(phi, 1.0)
     dist = 1.0 - phi
+    used = 0.0 if n_filters < _MIN_TSNE_POINTS else min(n_filters // 3, 30, (n_filters - 1) / 3)
+    if start is not None and n_iter == 0:
+        return FilterMap(start.copy(), label, strength, float(used))
     if n_filters < _MIN_TSNE_POINTS:
         return FilterMap(tsne.classical_mds(dist), label, strength, 0.0)
-    used = min(float(min(n_filters // 3, 30)), (n_filters - 1) / 3.0)
-    y0 = np.random.RandomState(seed).normal(0.0, tsne.INIT_STD, (n_filters, 2))
-    if backend == "opentsne":
+    used = float(used)
+    if start is None:
+        y0 = np.random.RandomState(seed).normal(0.0, tsne.INIT_STD, (n_filters, 2))
         phases = [(tsne.EARLY_ITERS, 1.0, 0.5), (n_iter - tsne.EARLY_ITERS, 1.0, 0.8)]
-        xy = tsne.run_opentsne(dist, "precomputed", used, y0, seed, phases, lambda f, m: None)
     else:
-        xy = tsne.run_sklearn(dist, "precomputed", used, y0, seed, 1.0, n_iter)
+        y0, phases = tsne.small_init(start, seed, init_std), [(n_iter, 1.0, 0.8)]
+    if backend == "opentsne":
+        phases = [phase for phase in phases if phase[0] > 0]
+        quiet = lambda fraction, message: None  # noqa: E731
+        xy = tsne.run_opentsne(dist, "precomputed", used, y0, seed, phases, quiet, theta)
+    else:
+        iters = max(n_iter, tsne.EARLY_ITERS)
+        xy = tsne.run_sklearn(dist, "precomputed", used, y0, seed, 1.0, iters, theta)
     return FilterMap(xy, label, strength, used)
-
-
-def _as_float_matrix(value, name: str, *, allow_empty: bool = False, rows=None) -> np.ndarray:
-    """Validate a numeric 2-D array; with ``rows``, a finite ``(rows, 2)`` layout."""
-    arr = np.asarray(value)
-    if not (np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)):
-        raise TypeError(f"{name} must be a numeric array; received dtype {arr.dtype}.")
-    if arr.ndim != 2:
-        raise ValueError(
-            f"{name} must be 2-D (rows x columns); received shape {arr.shape}. "
-            "Reshape a single row with x.reshape(1, -1)."
-        )
-    if arr.shape[0] == 0 and not allow_empty and rows is None:
-        raise ValueError(f"{name} has no rows (shape {arr.shape}); pass at least one.")
-    if rows is not None and (arr.shape != (rows, 2) or not np.isfinite(arr).all()):
-        bad = "" if arr.shape != (rows, 2) else " with NaN/inf"
-        raise ValueError(f"{name} must be a finite ({rows}, 2) layout; got shape {arr.shape}{bad}.")
-    return arr.astype(np.float64, copy=False)
-
-
-def _check_int(value, name: str, *, minimum: int) -> None:
-    message = f"argument {name}. Received: {name}={value!r}. Expected an integer >= {minimum}."
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"Invalid type for {message}")
-    if value < minimum:
-        raise ValueError(f"Invalid value for {message}")
-
-
-def _unique_ids(ids, name: str) -> list:
-    keys = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"{name} contains duplicate ids; give each point a unique id.")
-    return keys

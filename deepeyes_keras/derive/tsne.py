@@ -8,6 +8,7 @@ for layers too small for t-SNE. NumPy, scikit-learn and openTSNE only.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -26,6 +27,13 @@ EARLY_ITERS, EARLY_FACTOR = 250, 12.0  # openTSNE's and scikit-learn's early exa
 EXACT_NEIGHBOURS_MAX = 10_000
 # openTSNE's FFT gradient costs O(n) but has a large constant; Barnes-Hut wins on small sets.
 FFT_FROM = 10_000
+# Barnes-Hut accuracy: both libraries' default. The maps stage passes 0.8 (a third faster at
+# 2,000 points, the same share of kept neighbours: bench/embedding.py --schedules).
+THETA = 0.5
+# Below this many points the Barnes-Hut gradient runs exactly (theta 0): at that size it costs next
+# to nothing, and summarising a handful of cells distorts a small map (a 20-filter map's
+# trustworthiness: 0.849 at theta 0.5, 0.830 at 0.8, 0.846 exact; issue 15, measured).
+EXACT_BELOW = 100
 # Initial layouts are scaled as openTSNE scales its PCA initialisation (std 1e-4 on the first axis)
 # with 1% seeded jitter, so duplicate points never coincide exactly (Barnes-Hut trees would split
 # space forever trying to separate them).
@@ -45,7 +53,8 @@ def _cpu_times() -> tuple[float, float] | None:
     return idle, sum(fields[:8])
 
 
-_last_sample: list = []  # [(idle jiffies, total jiffies, own CPU seconds, monotonic time)]
+# [(idle jiffies, total jiffies, own CPU seconds, monotonic time), idle cores measured then]
+_last_sample: list = []
 
 
 def _sample() -> tuple[float, float, float, float] | None:
@@ -63,7 +72,9 @@ def idle_cores(seconds: float = IDLE_SAMPLE_SECONDS) -> float:
 
     Measured since the previous call (this process's own CPU time taken out, so the embeddings
     themselves do not count as contention); the first call, or one after a long pause, samples
-    for ``seconds``. Without /proc the 1-minute load average stands in.
+    for ``seconds``. A call less than ``IDLE_SAMPLE_SECONDS`` after the last measurement returns
+    that one: small maps follow each other within milliseconds, and sleeping to sample before
+    each cost more than the maps. Without /proc the 1-minute load average stands in.
     """
     import time
 
@@ -75,28 +86,49 @@ def idle_cores(seconds: float = IDLE_SAMPLE_SECONDS) -> float:
         except OSError:
             return float(cores)
     last = _last_sample[0] if _last_sample else None
-    if last is None or now[3] - last[3] > 60.0 or now[3] - last[3] < 0.05:
+    if last is not None and 0.0 <= now[3] - last[3] < IDLE_SAMPLE_SECONDS:
+        return _last_sample[1]
+    if last is None or not 0.0 <= now[3] - last[3] <= 60.0:
         last = now
         time.sleep(seconds)
         now = _sample()
-    _last_sample[:] = [now]
     total = now[1] - last[1]
     if total <= 0:
-        return float(cores)
-    jiffy = total / (cores * max(now[3] - last[3], 1e-9))  # jiffies per core-second
-    busy_others = (total - (now[0] - last[0])) - (now[2] - last[2]) * jiffy
-    return min(float(cores), max(0.0, cores * (1.0 - busy_others / total)))
+        idle = float(cores)
+    else:
+        jiffy = total / (cores * max(now[3] - last[3], 1e-9))  # jiffies per core-second
+        busy_others = (total - (now[0] - last[0])) - (now[2] - last[2]) * jiffy
+        idle = min(float(cores), max(0.0, cores * (1.0 - busy_others / total)))
+    _last_sample[:] = [now, idle]
+    return idle
+
+
+_fixed: list[int] = []  # set by fixed_threads()
 
 
 def threads_now(wanted: int | None = None, idle: float | None = None) -> int:
     """Threads for the next embedding: ``wanted`` (default THREADS) when that many cores are
     about idle (``IDLE_PER_THREAD`` each), else one. ``DEEPEYES_MAP_THREADS_ADAPT=0`` in the
-    environment keeps ``wanted`` whatever the load (the benchmark's before-and-after knob)."""
+    environment keeps ``wanted`` whatever the load (the benchmark's before-and-after knob).
+    Inside :func:`fixed_threads`, its count."""
+    if _fixed:
+        return _fixed[-1]
     wanted = THREADS if wanted is None else max(1, int(wanted))
     if wanted == 1 or os.environ.get("DEEPEYES_MAP_THREADS_ADAPT") == "0":  # "0": fixed count
         return wanted
     idle = idle_cores() if idle is None else idle
     return wanted if idle >= IDLE_PER_THREAD * wanted else 1
+
+
+@contextlib.contextmanager
+def fixed_threads(n: int):
+    """Every embedding started inside the block, from any thread, runs on ``n`` threads (the
+    maps stage computing several layers at once gives each one)."""
+    _fixed.append(max(1, int(n)))
+    try:
+        yield
+    finally:
+        _fixed.pop()
 
 
 class limited_threads:
@@ -129,7 +161,9 @@ def input_phases(early_iter: int, n_iter: int) -> list[tuple[int, float, float]]
     return [phase for phase in phases if phase[0] > 0]
 
 
-def tsne_embedding(data, metric, perplexity, y0, seed, threads: int | None = None):
+def tsne_embedding(
+    data, metric, perplexity, y0, seed, threads: int | None = None, theta: float = THETA
+):
     """openTSNE affinities and starting embedding, with this module's neighbours and gradient."""
     from openTSNE import TSNEEmbedding, affinity
 
@@ -138,17 +172,18 @@ def tsne_embedding(data, metric, perplexity, y0, seed, threads: int | None = Non
     gradient = "fft" if n >= FFT_FROM else "bh"
     jobs = dict(n_jobs=THREADS if threads is None else threads, random_state=seed)
     aff = affinity.PerplexityBasedNN(data, perplexity, metric=metric, method=neighbours, **jobs)
-    return TSNEEmbedding(y0, aff, negative_gradient_method=gradient, **jobs)
+    theta = 0.0 if n < EXACT_BELOW else theta
+    return TSNEEmbedding(y0, aff, negative_gradient_method=gradient, theta=theta, **jobs)
 
 
-def run_opentsne(data, metric, perplexity, y0, seed, phases, report) -> np.ndarray:
+def run_opentsne(data, metric, perplexity, y0, seed, phases, report, theta=THETA) -> np.ndarray:
     n = threads_now()
     with limited_threads(n):
-        return _run_opentsne(data, metric, perplexity, y0, seed, phases, report, n)
+        return _run_opentsne(data, metric, perplexity, y0, seed, phases, report, n, theta)
 
 
-def _run_opentsne(data, metric, perplexity, y0, seed, phases, report, threads) -> np.ndarray:
-    emb = tsne_embedding(data, metric, perplexity, y0, seed, threads)
+def _run_opentsne(data, metric, perplexity, y0, seed, phases, report, threads, theta):
+    emb = tsne_embedding(data, metric, perplexity, y0, seed, threads, theta)
     total, done = sum(p[0] for p in phases), 0
     for iters, factor, momentum in phases:
 
@@ -163,10 +198,11 @@ def _run_opentsne(data, metric, perplexity, y0, seed, phases, report, threads) -
     return np.array(emb, dtype=np.float64)
 
 
-def run_sklearn(data, metric, perplexity, y0, seed, early, max_iter) -> np.ndarray:
+def run_sklearn(data, metric, perplexity, y0, seed, early, max_iter, theta=THETA) -> np.ndarray:
     from sklearn.manifold import TSNE
 
-    schedule = dict(perplexity=perplexity, early_exaggeration=early, max_iter=max_iter)
+    angle = 0.0 if data.shape[0] < EXACT_BELOW else theta
+    schedule = dict(perplexity=perplexity, early_exaggeration=early, max_iter=max_iter, angle=angle)
     n = threads_now()
     tsne = TSNE(2, metric=metric, init=y0.copy(), random_state=seed, n_jobs=n, **schedule)
     # Copies: scikit-learn optimises ``init`` in place and may square a precomputed matrix in place.
@@ -204,13 +240,14 @@ def pca_coords(x: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
-def small_init(y: np.ndarray, seed: int) -> np.ndarray:
+def small_init(y: np.ndarray, seed: int, std: float = INIT_STD) -> np.ndarray:
+    """``y`` centred, scaled to ``std`` on its first axis, plus seeded jitter (``JITTER * std``)."""
     rng = np.random.RandomState(seed)
     y = y - y.mean(axis=0)
     scale = y[:, 0].std() or y.std()
     if scale == 0:
-        return rng.normal(0.0, INIT_STD, y.shape)
-    return y * (INIT_STD / scale) + rng.normal(0.0, INIT_STD * JITTER, y.shape)
+        return rng.normal(0.0, std, y.shape)
+    return y * (std / scale) + rng.normal(0.0, std * JITTER, y.shape)
 
 
 def classical_mds(dist: np.ndarray) -> np.ndarray:
