@@ -12,8 +12,8 @@ Then:
 - every generated page opened in headless Chromium (Debian's ``chromium`` via playwright, as in
   tests/test_site_browser.py), each in a fresh browser context (cold cache), from a local HTTP
   server:
-  the bytes it loaded (HTML, scripts, styles, chart specs), and of those its data (the
-  ``.vl.json`` chart specs, which embed the data);
+  the bytes it loaded (HTML, scripts, styles, chart specs), and of those its data (the chart
+  specs, ``.vl.json`` or gzipped ``.vl.json.gz``, and the thumbnails files they name);
 - the time from navigation start to the first chart drawn (its ``data-state`` turning ``ready``),
   on the run's overview page and on a layer page; median of 5 cold loads;
 - on a layer page, the time from pressing the pointer on a heatmap cell (``pointerdown``) to the
@@ -233,7 +233,7 @@ def page_bytes(browser, site: Path, origin: str, pages: list[str]) -> list[dict]
     for rel in pages:
         context, _page, loaded = open_page(browser, origin + rel, site=site, origin=origin)
         context.close()
-        data = sum(v for k, v in loaded.items() if k.endswith(".json"))
+        data = sum(v for k, v in loaded.items() if k.endswith((".json", ".json.gz")))
         out.append({"page": rel, "total": sum(loaded.values()), "data": data,
                     "files": len(loaded)})
     return out

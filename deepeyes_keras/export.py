@@ -1,6 +1,7 @@
 """Wiki export without JavaScript: a Markdown page with PNG (or SVG) images of a run's views.
 
-Export only reads the run directory: it renders the views the views stage wrote. A run whose
+Export only reads the run directory: it renders the views the views stage wrote (in any form,
+their thumbnails joined in: :func:`deepeyes_keras.run.view_files.read_view`). A run whose
 views are missing (recorded with ``maps=False``, or interrupted) needs ``deepeyes maps RUN``
 first, and the error says so.
 """
@@ -12,8 +13,9 @@ from pathlib import Path
 
 from deepeyes_keras.charts import render
 from deepeyes_keras.derive.report import format_report
-from deepeyes_keras.run.layout import printable, read_json, snapshot_stem
+from deepeyes_keras.run.layout import printable, snapshot_stem
 from deepeyes_keras.run.reader import load_run
+from deepeyes_keras.run.view_files import read_view
 
 _FORMATS = ("png", "svg")
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+!|~])")
@@ -72,7 +74,7 @@ def export_markdown(
     steps = [
         s.step
         for s in run.snapshots
-        if all(layout.view(layer.key, s.step).is_file() for layer in s.layers.values())
+        if all(layout.view_file(layer.key, s.step).is_file() for layer in s.layers.values())
     ]
     if step is None:
         step = steps[-1] if steps else None
@@ -83,7 +85,7 @@ def export_markdown(
         )
 
     def image(spec_path: Path, name: str) -> str:
-        spec = read_json(spec_path)  # a damaged spec: DamagedFileError naming it and the fix
+        spec = read_view(spec_path)  # a damaged spec: DamagedFileError naming it and the fix
         file = f"{name}.{image_format}"
         (out / file).write_bytes(render(spec, image_format))
         say(f"wrote {out / file}")
@@ -116,7 +118,7 @@ def export_markdown(
         for name, layer in run.snapshots[
             [s.step for s in run.snapshots].index(step)
         ].layers.items():
-            file = image(layout.view(layer.key, step), f"{layer.key}-{snapshot_stem(step)}")
+            file = image(layout.view_file(layer.key, step), f"{layer.key}-{snapshot_stem(step)}")
             text = markdown_text(name)
             lines += [f"### {text}", "", f"![{text} at step {step}]({file})", ""]
     else:

@@ -26,8 +26,9 @@ import altair as alt
 
 from deepeyes_keras.derive import views
 from deepeyes_keras.names import did_you_mean
-from deepeyes_keras.run.layout import DamagedFileError, read_json
+from deepeyes_keras.run.layout import DamagedFileError
 from deepeyes_keras.run.reader import Run, load_run
+from deepeyes_keras.run.view_files import read_view
 
 VIEWS = ("overview", "histograms", "layer")
 _CLASSES = {
@@ -99,10 +100,10 @@ def view_spec(run, view: str = "overview", *, layer: str | None = None, step: in
         snap = snaps[-1]
     else:
         snap = min(snaps, key=lambda s: (abs(s.step - int(step)), s.step))
-    path = run.layout.view(snap.layers[layer].key, snap.step)
+    path = run.layout.view_file(snap.layers[layer].key, snap.step)
     if path.is_file():
         try:
-            return read_json(path)
+            return read_view(path)  # any form, its thumbnails joined in (a notebook has no URL)
         except DamagedFileError as err:  # drawn from the run's data instead, and said
             warnings.warn(f"DeepEyes: {err} Showing the view computed now.", stacklevel=3)
     return views.layer_view(snap, layer)

@@ -71,9 +71,18 @@ def recorded_runs(tmp_path_factory) -> Path:
     for name in RUN_NAMES:
         for step in STEPS:
             for key in ("L0", "L1", "L2"):
-                view = root / name / "views" / f"step-{step:08d}" / f"{key}.vl.json"
+                view = root / name / "views" / f"step-{step:08d}" / f"{key}.vl.json.gz"
                 assert view.is_file(), f"fixture run lacks {view}"
     return root
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium for a module's browser tests (tests/_browser.py: why per module)."""
+    from _browser import launched_browser
+
+    with launched_browser() as instance:
+        yield instance
 
 
 @pytest.fixture

@@ -43,6 +43,7 @@ from deepeyes_keras.derive.findings import write_findings
 from deepeyes_keras.derive.pipeline import update_run
 from deepeyes_keras.derive.views import write_views
 from deepeyes_keras.run.layout import DamagedFileError, printable
+from deepeyes_keras.run.view_files import read_view
 
 pytestmark = pytest.mark.slow
 
@@ -283,8 +284,8 @@ def test_chart_specs_hold_the_names_as_plain_strings(named_runs):
         for name in names:
             assert any(t.startswith(printable(name)) for t in found), name
         for index, name in enumerate(names):
-            view = run_dir / "views" / "step-00000006" / f"L{index}.vl.json"
-            assert f"{printable(name)}, step 6" in titles(json.loads(view.read_text()))
+            view = run_dir / "views" / "step-00000006" / f"L{index}.vl.json.gz"
+            assert f"{printable(name)}, step 6" in titles(read_view(view))
         overview = json.loads((run_dir / "views" / "overview.vl.json").read_text())
         assert printable(METRIC) in titles(overview)
         for spec in (histograms, overview):
@@ -423,8 +424,8 @@ DAMAGES = {
         ),
     ),
     "random bytes in a layer view": (
-        ["views/step-00000012/L0.vl.json"],
-        lambda run: random_bytes(run / "views" / "step-00000012" / "L0.vl.json"),
+        ["views/step-00000012/L0.vl.json.gz"],
+        lambda run: random_bytes(run / "views" / "step-00000012" / "L0.vl.json.gz"),
         dict(
             load="quiet",
             site="warn",
@@ -521,7 +522,7 @@ def test_a_damaged_file_is_named_and_nothing_else_changes(
     assert not {k for k in changed if not k.startswith(allowed)}, changed
     assert set(before) <= set(after)  # nothing removed
     if damage == "random bytes in a layer view":  # `deepeyes maps` wrote the damaged view again
-        assert json.loads((run_dir / files[0]).read_text())["$schema"]
+        assert read_view(run_dir / files[0])["$schema"]
 
 
 # ----------------------------------------------------------------------------- 3. inputs

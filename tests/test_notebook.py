@@ -7,6 +7,7 @@ view and the training curves are shown. Also: show() returns the same specs the 
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -41,11 +42,19 @@ def test_example_notebook_runs_and_shows_the_charts(tmp_path):
 
 def test_show_returns_the_viewers_specs(recorded_runs):
     from deepeyes_keras import load_run
+    from deepeyes_keras.derive.views import layer_view
     from deepeyes_keras.notebook import show, view_spec
+    from deepeyes_keras.run.view_files import read_view
 
     run = load_run(recorded_runs / "tiny-a")
-    written = json.loads((run.path / "views" / "step-00000012" / "L0.vl.json").read_text())
-    assert view_spec(run, layer="conv1") == written
+    path = run.layout.view("L0", 12)  # gzipped, its points naming their thumbnails (uid)
+    stored = json.loads(gzip.decompress(path.read_bytes()))
+    assert stored["usermeta"]["deepeyes"]["thumbnails"] and "uid" in stored["datasets"]["points"][0]
+    spec = view_spec(run, layer="conv1")  # the written view, its thumbnails joined in
+    assert spec == read_view(path) == layer_view(run.snapshots[-1], "conv1")
+    points = spec["datasets"]["points"]
+    assert len(points) == len(stored["datasets"]["points"]) and "usermeta" not in spec
+    assert all(p["image"].startswith("data:image/png;base64,") and "uid" not in p for p in points)
     assert isinstance(show(run, layer="conv1", step=5), alt.VConcatChart | alt.HConcatChart)
     assert show(run, "histograms").to_dict()["$schema"].startswith("https://vega.github.io")
     with pytest.raises(ValueError, match=r"conv1"):

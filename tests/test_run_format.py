@@ -54,7 +54,9 @@ def test_layout_spells_every_path_of_the_run_directory(tmp_path):
     assert layout.relative(layout.sample_chunk("L1", 7)) == "samples/L1/entries-00000007.npz"
     assert layout.relative(layout.maps("L0", 20)) == "maps/L0/step-00000020.npz"
     assert layout.relative(layout.view("overview")) == "views/overview.vl.json"
-    assert layout.relative(layout.view("L2", 3)) == "views/step-00000003/L2.vl.json"
+    assert layout.relative(layout.view("L2", 3)) == "views/step-00000003/L2.vl.json.gz"
+    assert layout.relative(layout.plain_view("L2", 3)) == "views/step-00000003/L2.vl.json"
+    assert layout.relative(layout.thumbnails("L2")) == "views/thumbnails/L2.json.gz"
     assert layout.relative(layout.findings(40)) == "findings/step-00000040.json"
     assert layout.relative(layout.latest_findings) == "findings.json"
     assert layout.relative(layout.export_dir) == "export"
@@ -110,7 +112,8 @@ def test_the_pipeline_fills_in_only_what_is_missing(schema1_run):
     before = digests(schema1_run, "snapshots/*") | digests(schema1_run, "samples/**/*")
     done = update_run(schema1_run, max_points=48)
     assert done.maps == 2 and done.findings == 0
-    assert (schema1_run / "views" / "step-00000012" / "L1.vl.json").is_file()
+    assert (schema1_run / "views" / "step-00000012" / "L1.vl.json.gz").is_file()
+    assert (schema1_run / "views" / "thumbnails" / "L1.json.gz").is_file()
     after = digests(schema1_run, "snapshots/*") | digests(schema1_run, "samples/**/*")
     assert after == before  # the recorder's files are untouched
     assert update_run(schema1_run, max_points=48).maps == 0
@@ -133,3 +136,45 @@ def test_a_run_of_a_newer_schema_is_refused_with_the_fix(schema1_run):
     write_json(schema1_run / "manifest.json", manifest)
     with pytest.raises(ValueError, match="Upgrade deepeyes-keras"):
         load_run(schema1_run)
+
+
+def test_a_layer_view_is_found_in_either_form(tmp_path):
+    layout = RunLayout(tmp_path)
+    assert layout.view_file("L0", 6) == layout.view("L0", 6)  # neither: where it will be
+    layout.plain_view("L0", 6).parent.mkdir(parents=True)
+    layout.plain_view("L0", 6).write_text("{}")
+    assert layout.view_file("L0", 6) == layout.plain_view("L0", 6)  # a run from before
+    layout.view("L0", 6).write_bytes(b"")
+    assert layout.view_file("L0", 6) == layout.view("L0", 6)  # the compressed one wins
+    assert layout.view_file("overview") == layout.view("overview") == layout.plain_view("overview")
+
+
+def test_a_schema_1_runs_old_views_are_kept_and_read(schema1_run):
+    """Its layer views (plain, thumbnails inline) count as written and read as they are."""
+    from deepeyes_keras.derive.views import write_views
+    from deepeyes_keras.run.view_files import read_view
+
+    old = digests(schema1_run, "views/step-*/*")
+    assert old and all(name.endswith(".vl.json") for name in old)
+    write_views(schema1_run)
+    assert digests(schema1_run, "views/step-*/*") == old  # not written again
+    assert not (schema1_run / "views" / "thumbnails").exists()
+    run = load_run(schema1_run)
+    snap = run.snapshots[-1]
+    spec = read_view(run.layout.view_file("L0", snap.step))
+    points = spec["datasets"]["points"]
+    assert points and all(p["image"].startswith("data:image/png;base64,") for p in points)
+    assert "usermeta" not in spec
+
+
+def test_a_site_of_a_run_that_lost_a_thumbnails_file_warns_and_keeps_its_views(
+    runs_copy, tmp_path, write_site, build_site, mkdocs_warnings
+):
+    shutil.rmtree(runs_copy / "tiny-b")
+    RunLayout(runs_copy / "tiny-a").thumbnails("L1").unlink()
+    site = build_site(write_site(tmp_path / "site", runs_copy))
+    assert len(mkdocs_warnings) == 1 and "L1.json.gz is missing" in mkdocs_warnings[0]
+    assert "deepeyes maps RUN" in mkdocs_warnings[0]
+    views = site / "deepeyes" / "tiny-a" / "views"
+    assert (views / "step-00000012" / "L1.vl.json.gz").is_file()
+    assert sorted(p.name for p in (views / "thumbnails").iterdir()) == ["L0.json.gz", "L2.json.gz"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from mkdocs.exceptions import Abort
 
+from deepeyes_keras.run.view_files import file_bytes, read_view
 from deepeyes_keras.site import blocks
 
 RUNS = ("tiny-a", "tiny-b")
@@ -116,7 +117,7 @@ def test_layer_page_has_snapshot_selector_of_every_step(site):
     parsed = tags(page)
     options = [a for a in parsed.find("option") if "data-step" in a]
     assert [int(o["data-step"]) for o in options] == list(STEPS)
-    assert [o["value"] for o in options] == [f"../views/step-{s:08d}/L0.vl.json" for s in STEPS]
+    assert [o["value"] for o in options] == [f"../views/step-{s:08d}/L0.vl.json.gz" for s in STEPS]
     assert "selected" in options[-1] and all("selected" not in o for o in options[:-1])
     (chart,) = parsed.find(class_="deepeyes-chart")
     assert chart["data-spec"] == options[-1]["value"]
@@ -131,7 +132,7 @@ def test_every_spec_url_resolves_to_a_vega_lite_spec(site):
             path = target(page, url)
             assert path.is_file(), f"{page}: {url} does not resolve"
             assert site in path.parents
-            spec = json.loads(path.read_text())
+            spec = read_view(path)  # any form; the thumbnails it names are in the site too
             assert "/vega-lite/v6" in spec["$schema"], url
             seen += 1
     # 2 runs: overview + histograms + 3 layers x 2 steps, plus the compare page's index
@@ -178,11 +179,11 @@ def test_site_without_directory_urls(
 
 def test_specs_are_copied_not_inlined(site, recorded_runs):
     page = site / "deepeyes" / "tiny-a" / "conv1" / "index.html"
-    spec = recorded_runs / "tiny-a" / "views" / "step-00000012" / "L0.vl.json"
+    spec = recorded_runs / "tiny-a" / "views" / "step-00000012" / "L0.vl.json.gz"
     assert (
-        site / "deepeyes" / "tiny-a" / "views" / "step-00000012" / "L0.vl.json"
+        site / "deepeyes" / "tiny-a" / "views" / "step-00000012" / "L0.vl.json.gz"
     ).read_bytes() == spec.read_bytes()
-    assert page.stat().st_size < spec.stat().st_size  # the page loads its data by URL
+    assert page.stat().st_size < len(file_bytes(spec))  # the page loads its data by URL
 
 
 def test_navigation_has_a_deepeyes_section(site):
@@ -344,7 +345,7 @@ def test_wiki_block_embeds_live_charts(
     page = site / "notes" / "analysis" / "index.html"
     charts = tags(page).find(class_="deepeyes-chart")
     assert [target(page, c["data-spec"]) for c in charts] == [
-        site / "deepeyes" / "tiny-a" / "views" / "step-00000006" / "L0.vl.json",
+        site / "deepeyes" / "tiny-a" / "views" / "step-00000006" / "L0.vl.json.gz",
         site / "deepeyes" / "tiny-b" / "views" / "histograms.vl.json",
         site / "deepeyes" / "tiny-b" / "views" / "overview.vl.json",
     ]

@@ -1,11 +1,14 @@
-"""The built site in headless Chromium: charts render, link, switch snapshots, stay on the origin.
+"""The built site in headless Chromium: charts render, link, switch snapshots, stay on the origin;
+layer views are decompressed and drawn with the thumbnails their layer's views share.
 
 Needs Debian's ``chromium`` (driven by playwright with the flags below). If it is missing the
 tests try ``apt-get install chromium`` (as root) and are skipped only when that fails too.
 """
 
+import contextlib
 import functools
 import http.server
+import json
 import os
 import shutil
 import subprocess
@@ -13,6 +16,7 @@ import textwrap
 import threading
 from pathlib import Path
 from urllib.parse import urlsplit
+from urllib.request import urlopen
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -90,10 +94,41 @@ def chromium() -> str:
     return path
 
 
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+class Decoding(Quiet):
+    """Sends ``.gz`` files with ``Content-Encoding: gzip``, as some servers do: the browser
+    decodes them before the page script sees them."""
+
+    def end_headers(self):
+        if self.path.split("?")[0].endswith(".gz"):
+            self.send_header("Content-Encoding", "gzip")
+        super().end_headers()
+
+
+@contextlib.contextmanager
+def serving(site: Path, handler=Quiet):
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(handler, directory=str(site))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="module")
-def site_url(recorded_runs, tmp_path_factory):
+def built_site(recorded_runs, tmp_path_factory) -> Path:
     from mkdocs.commands.build import build
     from mkdocs.config import load_config
+
+    from deepeyes_keras.run.view_files import read_view
 
     root = tmp_path_factory.mktemp("browser_site")
     (root / "docs").mkdir()
@@ -108,19 +143,19 @@ def site_url(recorded_runs, tmp_path_factory):
     build(config)
     site = Path(config.site_dir)
     (site / "foreign.vl.json").write_text(FOREIGN_SPEC)
+    # A view as older runs hold them (plain JSON, thumbnails inline), and a compressed view
+    # whose thumbnails file is not where it says (../thumbnails/L0.json.gz from orphan/).
+    view = site / "deepeyes" / "tiny-a" / "views" / "step-00000006" / "L0.vl.json.gz"
+    (site / "old-form.vl.json").write_text(json.dumps(read_view(view)))
+    (site / "orphan").mkdir()
+    shutil.copy(view, site / "orphan" / "L0.vl.json.gz")
+    return site
 
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
 
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(site))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+@pytest.fixture(scope="module")
+def site_url(built_site):
+    with serving(built_site) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -205,8 +240,10 @@ def test_every_page_renders_its_charts(path, watched):
 
 def test_layer_page_loads_only_the_snapshot_it_shows(watched):
     watched.open("deepeyes/tiny-a/conv1/")
-    specs = [u for u in watched.requests if u.endswith(".vl.json")]
-    assert [urlsplit(u).path for u in specs] == ["/deepeyes/tiny-a/views/step-00000012/L0.vl.json"]
+    specs = [u for u in watched.requests if u.endswith((".vl.json", ".vl.json.gz"))]
+    assert [urlsplit(u).path for u in specs] == [
+        "/deepeyes/tiny-a/views/step-00000012/L0.vl.json.gz"
+    ]
 
 
 def _layer_title(watched) -> str:
@@ -227,7 +264,7 @@ def _layer_title(watched) -> str:
 
 def test_snapshot_selector_rerenders_with_that_steps_spec(watched):
     watched.open("deepeyes/tiny-b/conv1/")
-    assert watched.charts()[0]["loaded"].endswith("step-00000012/L0.vl.json")
+    assert watched.charts()[0]["loaded"].endswith("step-00000012/L0.vl.json.gz")
     assert "conv1, step 12" in _layer_title(watched)
     signal = f"() => window.deepeyes.views['{LAYER_CHART}'].signal('overlay')"
     watched.page.check(f"#{LAYER_CHART} .vega-bind input[type=radio][value='label']")
@@ -248,7 +285,7 @@ def test_snapshot_selector_rerenders_with_that_steps_spec(watched):
 def test_step_in_the_url_picks_the_snapshot(watched):
     watched.open("deepeyes/tiny-a/fc1/?step=6")
     assert watched.page.eval_on_selector("select.deepeyes-snapshot", "s => s.value").endswith(
-        "step-00000006/L1.vl.json"
+        "step-00000006/L1.vl.json.gz"
     )
     assert "fc1, step 6" in _layer_title(watched)
     assert not any("step-00000012" in u for u in watched.requests)
@@ -256,9 +293,16 @@ def test_step_in_the_url_picks_the_snapshot(watched):
 
 def _click_mark(watched, mark: str, index: int) -> int:
     """Clicks item `index` of the named mark on the canvas; returns its datum's filter."""
+    x, y, datum = _mark_at(watched, mark, index)
+    watched.page.mouse.click(x, y)
+    return datum["filter"]
+
+
+def _mark_at(watched, mark: str, index: int) -> tuple[float, float, dict]:
+    """Where item `index` of the named mark is on the page (its middle), and its datum."""
     # Instant: the mkdocs theme scrolls smoothly, and a click aimed mid-scroll lands elsewhere.
     watched.page.eval_on_selector(f"#{LAYER_CHART}", "e => e.scrollIntoView({behavior: 'instant'})")
-    x, y, datum = watched.page.evaluate(
+    return watched.page.evaluate(
         f"""() => {{
         const view = window.deepeyes.views["{LAYER_CHART}"];
         let hit = null;
@@ -267,7 +311,7 @@ def _click_mark(watched, mark: str, index: int) -> int:
                 const item = mark.items[{index}];
                 // The middle of the mark: a rect's x/y is its corner, which a click can miss.
                 hit = [ox + item.x + (item.width || 0) / 2, oy + item.y + (item.height || 0) / 2,
-                       item.datum.filter];
+                       item.datum];
                 return;
             }}
             if (mark.marktype !== "group") return;
@@ -284,8 +328,6 @@ def _click_mark(watched, mark: str, index: int) -> int:
                 hit[2]];
     }}"""
     )
-    watched.page.mouse.click(x, y)
-    return datum
 
 
 OVERLAY = """() => {
@@ -358,4 +400,106 @@ def test_viewer_refuses_other_origins(watched):
         and "load nothing from another origin" in m
         for m in watched.console
     )
+    assert watched.foreign_requests() == []
+
+
+# ------------------------------------------------------------------ compressed views, thumbnails
+
+SCENE_ITEMS = """(args) => {
+    const [chart, mark] = args;
+    const out = [];
+    (function walk(node) {
+        if (node.name === mark) {
+            for (const i of node.items) {
+                out.push({url: i.url || null, loaded: !!(i.image && i.image.complete &&
+                          i.image.naturalWidth > 0), datum: i.datum});
+            }
+        }
+        for (const item of node.items || []) for (const child of item.items || []) walk(child);
+    })(window.deepeyes.views[chart].scenegraph().root);
+    return out;
+}"""
+
+
+def _points(watched, chart=LAYER_CHART) -> list[dict]:
+    return watched.page.evaluate(f"() => window.deepeyes.views['{chart}'].data('points')")
+
+
+def test_layer_page_draws_the_shared_thumbnails(watched, built_site):
+    from deepeyes_keras.run.view_files import read_thumbnails
+
+    table = read_thumbnails(
+        built_site / "deepeyes" / "tiny-a" / "views" / "thumbnails" / "L0.json.gz"
+    )
+    watched.open("deepeyes/tiny-a/conv1/")
+    points = _points(watched)
+    assert points and all(p["image"] == table[str(p["uid"])] for p in points)
+    assert all(p["image"].startswith("data:image/png;base64,") for p in points)
+    # The tooltip of a point shows its thumbnail.
+    x, y, datum = _mark_at(watched, "input_map_0_marks", 0)
+    watched.page.mouse.move(x, y)
+    tooltip = watched.page.wait_for_selector("#vg-tooltip-element img", state="attached")
+    assert tooltip.get_attribute("src") == table[str(datum["uid"])]
+    # Brushed points show their patches, every image loaded.
+    watched.page.mouse.move(x - 60, y - 60)
+    watched.page.mouse.down()
+    watched.page.mouse.move(x + 60, y + 60, steps=5)
+    watched.page.mouse.up()
+    watched.page.wait_for_function(
+        f"(a) => ({SCENE_ITEMS})(a).some(i => i.loaded)", arg=[LAYER_CHART, "patches_marks"]
+    )
+    patches = watched.page.evaluate(SCENE_ITEMS, [LAYER_CHART, "patches_marks"])
+    assert patches and all(i["url"] == table[str(i["datum"]["uid"])] for i in patches)
+    # Another snapshot: its view is fetched, the thumbnails file was fetched once for the page.
+    watched.page.select_option("select.deepeyes-snapshot", label="step 6")
+    watched.page.wait_for_function(
+        f"() => document.getElementById('{LAYER_CHART}').dataset.loaded.includes('step-00000006')"
+    )
+    watched.settle()
+    assert all(p["image"] == table[str(p["uid"])] for p in _points(watched))
+    fetched = [urlsplit(u).path for u in watched.requests if "thumbnails" in u]
+    assert fetched == ["/deepeyes/tiny-a/views/thumbnails/L0.json.gz"]
+    assert watched.errors == [] and watched.foreign_requests() == []
+
+
+def test_views_are_decompressed_by_the_page_or_by_the_browser(watched, site_url, built_site):
+    path = "deepeyes/tiny-b/fc1/"
+    spec_url = site_url + "deepeyes/tiny-b/views/step-00000012/L1.vl.json.gz"
+    with urlopen(spec_url) as response:  # sent as it is: the page script decompresses it
+        assert response.headers.get("Content-Encoding") is None
+        assert response.read(2) == b"\x1f\x8b"
+    watched.open(path)
+    (chart,) = watched.charts()
+    assert chart["state"] == "ready" and chart["drawn"] and chart["loaded"].endswith(".gz")
+    direct = _points(watched)
+    assert direct and all(p["image"].startswith("data:image/png") for p in direct)
+    # A server that sends .gz files with Content-Encoding: gzip: the browser decodes them and
+    # the page script parses them as they come.
+    with serving(built_site, Decoding) as decoding_url:
+        with urlopen(decoding_url + spec_url[len(site_url) :]) as response:
+            assert response.headers.get("Content-Encoding") == "gzip"
+        again = Watched(watched.page.context.new_page(), decoding_url)
+        again.open(path)
+        (chart,) = again.charts()
+        assert chart["state"] == "ready" and chart["drawn"]
+        assert _points(again) == direct
+        assert again.errors == [] and again.foreign_requests() == []
+
+
+def test_views_of_older_runs_and_views_without_their_thumbnails_still_draw(watched):
+    watched.open("deepeyes/")
+    embed = (
+        "(url) => { const d = document.createElement('div'); d.className = 'deepeyes-chart';"
+        " d.id = 'extra-' + url.length; document.body.appendChild(d);"
+        " return window.deepeyes.embed(d, url).then(() => [d.id, d.dataset.state]); }"
+    )
+    chart, state = watched.page.evaluate(embed, "../old-form.vl.json")  # images inline
+    assert state == "ready"
+    old = _points(watched, chart)
+    assert old and all(p["image"].startswith("data:image/png") and "uid" not in p for p in old)
+    chart, state = watched.page.evaluate(embed, "../orphan/L0.vl.json.gz")
+    assert state == "ready"  # drawn without thumbnails, and a warning says why
+    orphan = _points(watched, chart)
+    assert len(orphan) == len(old) and all(p["image"] is None for p in orphan)
+    assert any("no thumbnails for ../orphan/L0.vl.json.gz" in m for m in watched.console)
     assert watched.foreign_requests() == []

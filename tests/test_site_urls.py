@@ -153,7 +153,7 @@ def test_old_url_opens_the_layer_page_at_the_same_step_in_chromium(
             guarded.settle()
             (chart,) = guarded.charts()
             assert chart["state"] == "ready" and chart["drawn"]
-            assert chart["loaded"].endswith("step-00000006/L0.vl.json")
+            assert chart["loaded"].endswith("step-00000006/L0.vl.json.gz")
             assert guarded.foreign == [] and guarded.errors == []
     finally:
         server.close()

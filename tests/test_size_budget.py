@@ -6,6 +6,7 @@ import struct
 import zlib
 
 import numpy as np
+import pytest
 
 from deepeyes_keras.charts import layer_spec, render
 from deepeyes_keras.charts.layer_data import ACTIVATION_CODES, layer_rows
@@ -107,3 +108,41 @@ def test_run_arrays_are_compressed_and_read_back_exactly(tmp_path):
         for name, value in arrays.items():
             np.testing.assert_array_equal(back[name], value)
             assert back[name].dtype == value.dtype
+
+
+def test_rows_name_their_instance_instead_of_inlining_its_thumbnail():
+    inputs = _inputs(n_points=30)
+    keep = {k: v for k, v in inputs.items() if k not in ("layer", "n_labels")}
+    uids = np.arange(1000, 1030)
+    rows = layer_rows(**keep, point_uid=uids, max_points=12)
+    assert len(rows.points) == 12
+    for row in rows.points:  # the subsample keeps each point's own instance
+        assert "image" not in row and row["uid"] == 1000 + row["point"]
+    with_images = layer_rows(**keep, max_points=12)
+    assert [r["point"] for r in with_images.points] == [r["point"] for r in rows.points]
+    assert all("image" in r and "uid" not in r for r in with_images.points)
+    with pytest.raises(ValueError, match=r"point_uid.*Expected 30 integer"):
+        layer_rows(**keep, point_uid=uids[:5])
+    with pytest.raises(ValueError, match=r"point_uid.*float"):
+        layer_rows(**keep, point_uid=uids + 0.5)
+
+
+def test_views_of_a_run_are_a_fifth_of_views_with_inline_thumbnails(recorded_runs):
+    """The views stage's files (compressed views, thumbnails shared by the snapshots) against
+    what it wrote before: every view as plain JSON with its thumbnails inline (the same view,
+    read back). Measured on the fixture runs: 0.17 and 0.18; the 2,000-step LeNet run: 0.21
+    (bench/run_size.py). The sharing alone (plain JSON without images): about 0.5."""
+    from deepeyes_keras.charts import spec_json
+    from deepeyes_keras.run.reader import load_run
+    from deepeyes_keras.run.view_files import file_bytes, read_view
+
+    for name in ("tiny-a", "tiny-b"):
+        run = load_run(recorded_runs / name)
+        keys = [info["key"] for info in run.manifest["analysed_layers"]]
+        paths = [run.layout.view(key, snap.step) for snap in run.snapshots for key in keys]
+        inline = sum(len(spec_json(read_view(p)).encode()) for p in paths)
+        stored = sum(p.stat().st_size for p in paths)
+        stored += sum(run.layout.thumbnails(key).stat().st_size for key in keys)
+        assert stored < 0.25 * inline, (name, stored / inline)
+        plain = sum(len(file_bytes(p)) for p in paths)  # decompressed, no thumbnails
+        assert plain < 0.65 * inline, (name, plain / inline)

@@ -1,6 +1,8 @@
 """Tests for derive.thumbnails: the PNG encoder is checked by decoding with zlib alone."""
 
 import base64
+import json
+import re
 import struct
 import zlib
 
@@ -120,3 +122,140 @@ def test_patch_layouts():
     assert patch_thumbnail(np.zeros((4, 0, 1))) is None
     with pytest.raises(ValueError, match="max_side"):
         patch_thumbnail(np.eye(2), max_side=0)
+
+
+# ------------------------------------------------------------------ thumbnails shared by views
+
+
+def _grey_levels(url: str) -> np.ndarray:
+    """The 4-bit grey levels (0..15) of a data-URL PNG written with bit_depth=4."""
+    data = base64.b64decode(url.split(",", 1)[1])
+    pos, idat = 8, b""
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, payload = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]
+        if kind == b"IHDR":
+            width, height, depth, colour = struct.unpack(">IIBB", payload[:10])
+        idat += payload if kind == b"IDAT" else b""
+        pos += 12 + n
+    assert (depth, colour) == (4, 0)
+    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(height, -1)[:, 1:]
+    return np.stack([rows >> 4, rows & 15], axis=2).reshape(height, -1)[:, :width]
+
+
+def _views(run, key):
+    return [run.layout.view(key, snap.step) for snap in run.snapshots]
+
+
+def test_each_layers_thumbnails_file_holds_exactly_what_its_views_show(recorded_runs):
+    from deepeyes_keras.run.reader import load_run
+    from deepeyes_keras.run.view_files import read_thumbnails, read_view
+
+    checked = 0
+    for name in ("tiny-a", "tiny-b"):
+        run = load_run(recorded_runs / name)
+        for info in run.manifest["analysed_layers"]:
+            key, shown = info["key"], set()
+            table = read_thumbnails(run.layout.thumbnails(key))
+            for snap, path in zip(run.snapshots, _views(run, key), strict=True):
+                raw = read_view(path, thumbnails=False)
+                rows = raw["datasets"]["points"]
+                assert rows and all("image" not in r and isinstance(r["uid"], int) for r in rows)
+                assert raw["usermeta"] == {
+                    "deepeyes": {"thumbnails": f"../thumbnails/{key}.json.gz"}
+                }
+                shown |= {str(r["uid"]) for r in rows}
+                samples = snap.layers[info["name"]].samples
+                patch_of = dict(zip(samples.uid.tolist(), samples.patch, strict=True))
+                joined = read_view(path)["datasets"]["points"]
+                for row, drawn in zip(rows, joined, strict=True):
+                    patch = np.asarray(patch_of[row["uid"]], np.float32)
+                    # The image of a point is the thumbnail of its own instance's patch...
+                    assert drawn["image"] == table[str(row["uid"])]
+                    assert drawn["image"] == patch_thumbnail(patch, bit_depth=4)
+                    # ... whose pixels are that patch at 16 grey levels (nearest upscaling).
+                    if patch.ndim == 3 and patch.shape[2] == 1 and np.ptp(patch) > 0:
+                        levels = _grey_levels(drawn["image"])
+                        step = levels.shape[0] // patch.shape[0]
+                        want = (_expected(patch[:, :, 0]).astype(int) * 15 + 127) // 255
+                        np.testing.assert_array_equal(levels[::step, ::step], want)
+                        checked += 1
+            assert set(table) == shown  # exactly the instances some view shows
+    assert checked > 100
+
+
+def test_views_stage_keeps_thumbnails_whole_and_repairs_what_is_lost(runs_copy):
+    from deepeyes_keras.derive.views import write_views
+    from deepeyes_keras.run.layout import RunLayout
+    from deepeyes_keras.run.reader import load_run
+    from deepeyes_keras.run.view_files import read_thumbnails, read_view, shown_uids, view_is_whole
+
+    run_dir = runs_copy / "tiny-a"
+    layout = RunLayout(run_dir)
+
+    def write(**kw) -> set[str]:
+        return {layout.relative(p) for p in write_views(run_dir, **kw)}
+
+    run_wide = {"views/overview.vl.json", "views/histograms.vl.json"}
+    assert write() == run_wide  # every layer view written before: none again
+    # A lost thumbnails file: every view that names it is written again, with it.
+    layout.thumbnails("L1").unlink()
+    assert write(steps=[12]) == run_wide | {
+        "views/thumbnails/L1.json.gz",
+        "views/step-00000006/L1.vl.json.gz",
+        "views/step-00000012/L1.vl.json.gz",
+    }
+    # A truncated view is written again; its thumbnails are all there already.
+    path = layout.view("L0", 6)
+    path.write_bytes(path.read_bytes()[:-40])
+    assert not view_is_whole(path)
+    assert write() == run_wide | {"views/step-00000006/L0.vl.json.gz"}
+    # A view in the older form (plain, thumbnails inline) counts as written, until overwritten.
+    old = layout.plain_view("L2", 6)
+    old.write_text(json.dumps(read_view(layout.view("L2", 6))))
+    layout.view("L2", 6).unlink()
+    assert write() == run_wide and layout.view_file("L2", 6) == old
+    assert "views/step-00000006/L2.vl.json.gz" in write(overwrite=True) and not old.exists()
+    run = load_run(run_dir)
+    for key in ("L0", "L1", "L2"):
+        shown = {
+            str(u) for p in _views(run, key) for u in shown_uids(read_view(p, thumbnails=False))
+        }
+        assert set(read_thumbnails(layout.thumbnails(key))) == shown
+
+
+def test_read_view_names_what_is_damaged_or_missing(runs_copy):
+    from deepeyes_keras.run.layout import DamagedFileError, RunLayout
+    from deepeyes_keras.run.view_files import read_view
+
+    layout = RunLayout(runs_copy / "tiny-a")
+    layout.thumbnails("L0").unlink()
+    with pytest.raises(
+        DamagedFileError, match=r"L0\.json\.gz, which does not exist.*deepeyes maps"
+    ):
+        read_view(layout.view("L0", 6))
+    assert "uid" in read_view(layout.view("L0", 6), thumbnails=False)["datasets"]["points"][0]
+    path = layout.view("L1", 6)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DamagedFileError, match=r"L1\.vl\.json\.gz is damaged \(not a whole gzip"):
+        read_view(path)
+
+
+def test_a_view_renders_its_thumbnails_in_either_form(recorded_runs, tmp_path):
+    """What export and notebooks draw: the compressed view with its thumbnails joined in, and the
+    same view as older runs wrote it (plain JSON, thumbnails inline), render alike."""
+    from deepeyes_keras.charts import render
+    from deepeyes_keras.run.view_files import read_view
+
+    path = recorded_runs / "tiny-a" / "views" / "step-00000012" / "L0.vl.json.gz"
+    old = tmp_path / "L0.vl.json"
+    old.write_text(json.dumps(read_view(path)))
+
+    def drawn(spec) -> str:  # the renderer numbers its gradients and clips across calls
+        return re.sub(r"(gradient_|clip)\d+", r"\1", render(spec, "svg").decode())
+
+    svg = drawn(read_view(path))
+    assert svg.count("<image") > 10 and "data:image/png;base64," in svg  # the patches view
+    assert drawn(read_view(old)) == svg
+    unjoined = render(read_view(path, thumbnails=False), "svg").decode()
+    assert "<image" not in unjoined  # a spec drawn without its thumbnails shows no patch

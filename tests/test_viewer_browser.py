@@ -1,28 +1,26 @@
 """The viewer as a new user reads it, in headless Chromium (issue 16, items 1, 2, 3, 6 and 7).
 
-One small real run, recorded once for the module: a CNN trained for 3 epochs of 5 steps with
-validation data, snapshots at steps 7 and 14 and a one-step tail at 15 (the run stops just
-after a snapshot). Checked in the browser: the default snapshot, the training curves, the
-layer page's legends, labels, controls and carried choices, the layout at 1400, 1024 and 768 px
+One small real run, recorded once for the module: a CNN (conv1 and fc1 analysed) trained for 3
+epochs of 5 steps with validation data, snapshots at steps 7 and 14 and a one-step tail at 15
+(the run stops just after a snapshot), with findings for steps 7 and 14 only (as while the
+findings stage has not reached the tail yet). Checked in the browser: the default snapshot, the
+training curves, the layer page's legends, labels, controls and carried choices, findings that
+follow the chosen snapshot, the layout at 1400, 1024 and 768 px and after window resizes
 (screenshots under each test's tmp dir), and that no page makes Vega warn.
 """
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from playwright.sync_api import sync_playwright
-from test_site_browser import CHROMIUM_FLAGS, Watched, chromium_or_reason
+from _browser import Server, Watched
 
 RUN = "tail-run"
 STEPS_PER_EPOCH, EPOCHS = 5, 3
@@ -56,13 +54,16 @@ RECORD = textwrap.dedent(
     ], name="tail_cnn")
     model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
+    # Only the layers the tests open (each layer adds maps, findings and views per snapshot).
     cb = DeepEyesCallback(log_dir=log_dir, run_name="tail-run", snapshot_every=7,
-                          reservoir_size=256, maps=False, verbose=0)
+                          layers=["conv1", "fc1"], reservoir_size=256, maps=False, verbose=0)
     model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[cb],
               validation_data=(x[:32], y[:32]))
     compute_missing_maps(cb.run_dir, max_points=256)
     write_findings(cb.run_dir)
     write_views(cb.run_dir)
+    # The tail's findings not computed yet (as while training): its layer pages say so.
+    (cb.run_dir / "findings" / "step-00000015.json").unlink()
     # The overview with the epoch-end logs (validation values), as the views stage should pass
     # them: written here so the test does not depend on that wiring.
     run = load_run(cb.run_dir)
@@ -83,11 +84,13 @@ def tail_runs(tmp_path_factory) -> Path:
         raise RuntimeError(f"recording the tail run failed:\n{done.stderr[-4000:]}")
     steps = sorted(json.loads(p.read_text())["step"] for p in (root / RUN).glob("snapshots/*.json"))
     assert steps == [7, 14, 15], steps
+    found = sorted(p.name for p in (root / RUN / "findings").glob("step-*.json"))
+    assert found == ["step-00000007.json", "step-00000014.json"], found
     return root
 
 
 @pytest.fixture(scope="module")
-def site(tail_runs, tmp_path_factory):
+def site_dir(tail_runs, tmp_path_factory) -> Path:
     from mkdocs.commands.build import build
     from mkdocs.config import load_config
 
@@ -101,34 +104,14 @@ def site(tail_runs, tmp_path_factory):
     )
     config = load_config(config_file=str(root / "mkdocs.yml"))
     build(config)
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(config.site_dir))
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    return Path(config.site_dir)
 
 
 @pytest.fixture(scope="module")
-def chromium_path() -> str:
-    path, reason = chromium_or_reason()
-    if path is None:
-        pytest.skip(reason)
-    return path
-
-
-@pytest.fixture(scope="module")
-def browser(chromium_path):
-    with sync_playwright() as p:
-        instance = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_FLAGS)
-        yield instance
-        instance.close()
+def site(site_dir):
+    server = Server(site_dir)
+    yield server.url
+    server.close()
 
 
 @pytest.fixture
@@ -147,18 +130,25 @@ def open_page(browser, site):
         context.close()
 
 
-def layer_path(open_page, name: str) -> str:
-    """The site path of a layer page, read from the run page's links (URLs are the site's)."""
-    run = open_page(f"deepeyes/{RUN}/")
-    href = run.page.evaluate(
-        "name => [...document.querySelectorAll('a')].find(a => a.textContent === name).href",
-        name,
-    )
-    return href.split(run.origin, 1)[1]
+@pytest.fixture(scope="module")
+def layer_paths(browser, site) -> dict[str, str]:
+    """The site path of each layer page, read once from the run page's links (URLs are the
+    site's to choose)."""
+    context = browser.new_context()
+    try:
+        run = Watched(context.new_page(), site)
+        run.open(f"deepeyes/{RUN}/")
+        links = run.page.evaluate(
+            "() => [...document.querySelectorAll('.deepeyes-run a')]"
+            ".map(a => [a.textContent, a.href])"
+        )
+    finally:
+        context.close()
+    return {text: href.split(site, 1)[1] for text, href in links if href.startswith(site)}
 
 
 def vega_warnings(watched: Watched) -> list[str]:
-    return [m for m in watched.console if m.startswith("WARN") or "ERROR" in m] + watched.errors
+    return watched.warnings()
 
 
 # Walks the scenegraph of chart `id`; returns [{name, role, marktype, text, opacity, datum}].
@@ -202,8 +192,8 @@ def signal(watched: Watched, name: str, chart: str = CHART):
 # ----------------------------------------------------------------------------- item 1
 
 
-def test_pages_open_at_the_last_full_snapshot_not_the_tail(open_page):
-    page = open_page(layer_path(open_page, "conv1"))
+def test_pages_open_at_the_last_full_snapshot_not_the_tail(open_page, layer_paths):
+    page = open_page(layer_paths["conv1"])
     options = page.page.eval_on_selector_all(
         "select.deepeyes-snapshot option",
         "os => os.map(o => ({step: o.dataset.step, label: o.textContent, selected: o.selected}))",
@@ -222,21 +212,90 @@ def test_pages_open_at_the_last_full_snapshot_not_the_tail(open_page):
     assert signal(run, "snapshot", "deepeyes-histograms") == 14
 
 
-def test_findings_say_which_snapshot_they_describe(open_page):
-    page = open_page(layer_path(open_page, "conv1"))
-    note = ".deepeyes-findings-step"
-    stated = page.page.text_content(".deepeyes-layer")
-    assert "Findings at step 15" in stated  # the findings are the last snapshot's
-    assert page.page.text_content(note) == (
-        "These findings describe step 15; the views above show step 14."
+FINDINGS_BOX = ".deepeyes-findings-box"
+NOTE = f"{FINDINGS_BOX} .deepeyes-findings-step"
+
+
+def separability(tail_runs: Path, step: int, layer: str = "conv1") -> str:
+    """The T5 cell's linear probe accuracy of `layer` at `step`, from the findings file."""
+    path = tail_runs / RUN / "findings" / f"step-{step:08d}.json"
+    t5 = json.loads(path.read_text())["findings"]["layers"][layer]["T5"]
+    return f"linear {t5['linear']:.3f}"
+
+
+def shown_findings(page: Watched) -> list[dict]:
+    """The findings blocks of the page's findings box that show: their step and text."""
+    return page.page.eval_on_selector_all(
+        f"{FINDINGS_BOX} .deepeyes-findings",
+        "bs => bs.filter(b => b.offsetParent !== null)"
+        ".map(b => ({step: b.dataset.step, text: b.textContent}))",
     )
-    page.page.select_option("select.deepeyes-snapshot", "step 7")
-    assert "show step 7." in page.page.text_content(note)
+
+
+def choose(page: Watched, label: str, step: int) -> None:
+    """Picks the snapshot option `label` and waits for its views and findings."""
+    page.page.select_option("select.deepeyes-snapshot", label)
+    page.page.wait_for_function(
+        f"() => document.getElementById('{CHART}').dataset.loaded.includes('step-{step:08d}')"
+    )
+    page.settle()
+
+
+def test_findings_follow_the_chosen_snapshot(open_page, layer_paths, tail_runs):
+    value = {step: separability(tail_runs, step) for step in (7, 14)}
+    assert value[7] != value[14]  # else this test could not tell the snapshots apart
+    page = open_page(layer_paths["conv1"])
+    (shown,) = shown_findings(page)
+    assert shown["step"] == "14" and "Findings at step 14" in shown["text"]
+    assert value[14] in shown["text"] and value[7] not in shown["text"]
+    assert page.page.query_selector(NOTE) is None
+    choose(page, "step 7", 7)
+    (shown,) = shown_findings(page)
+    assert shown["step"] == "7" and "Findings at step 7" in shown["text"]
+    assert value[7] in shown["text"] and value[14] not in shown["text"]
+    assert page.page.query_selector(NOTE) is None
+    # The tail has no findings yet: the nearest earlier step's stand in, and a note says so.
     tail = page.page.eval_on_selector_all(
         "select.deepeyes-snapshot option", "os => os[os.length - 1].textContent"
     )
-    page.page.select_option("select.deepeyes-snapshot", tail)
-    assert page.page.query_selector(note) is None
+    choose(page, tail, 15)
+    (shown,) = shown_findings(page)
+    assert shown["step"] == "14" and value[14] in shown["text"]
+    assert page.page.text_content(NOTE) == (
+        "No findings were computed for step 15; these describe step 14."
+    )
+    choose(page, "step 14", 14)
+    assert [b["step"] for b in shown_findings(page)] == ["14"]
+    assert page.page.query_selector(NOTE) is None
+    # Each step's findings fetched once, only when chosen (the page holds the default step's).
+    fetched = [u.rsplit("/", 2)[-2:] for u in page.requests if u.endswith(".findings.html")]
+    assert fetched == [["step-00000007", "L0.findings.html"]]
+    assert vega_warnings(page) == []
+
+
+def test_step_in_the_url_opens_with_that_steps_findings(open_page, layer_paths, tail_runs):
+    page = open_page(layer_paths["fc1"] + "?step=7")
+    assert "/step-00000007/" in page.charts()[0]["loaded"]
+    (shown,) = shown_findings(page)
+    assert shown["step"] == "7" and "Findings at step 7" in shown["text"]
+    assert separability(tail_runs, 7, "fc1") in shown["text"]
+    assert separability(tail_runs, 14, "fc1") not in shown["text"]
+    page = open_page(layer_paths["fc1"] + "?step=15")
+    assert [b["step"] for b in shown_findings(page)] == ["14"]
+    assert "describe step 14" in page.page.text_content(NOTE)
+
+
+def test_pages_hold_one_snapshots_findings_and_say_which(site_dir, tail_runs):
+    layer = (site_dir / "deepeyes" / RUN / "conv1" / "index.html").read_text()
+    assert layer.count('class="deepeyes-findings"') == 1  # the others are fetched when chosen
+    assert 'class="deepeyes-findings" data-step="14"' in layer
+    for step in (7, 14):  # every option's findings file exists
+        assert f'data-findings-step="{step}" data-findings="../views/step-{step:08d}/' in layer
+        fragment = site_dir / "deepeyes" / RUN / "views" / f"step-{step:08d}" / "L0.findings.html"
+        assert separability(tail_runs, step) in fragment.read_text()
+    run = (site_dir / "deepeyes" / RUN / "index.html").read_text()
+    assert "These findings describe step 14, the last snapshot with findings" in run
+    assert "Findings at step 14" in run
 
 
 # ----------------------------------------------------------------------------- item 2
@@ -295,7 +354,14 @@ def click_heatmap_cell(page: Watched, index: int) -> int:
 
 
 def item_position(page: Watched, mark: str, index: int) -> list:
+    """Window coordinates of the item (scrolled to the middle of the window) and its filter."""
     page.page.eval_on_selector(f"#{CHART}", "e => e.scrollIntoView({behavior: 'instant'})")
+    y = viewport_position(page, mark, index)[1]
+    page.page.evaluate(f"() => window.scrollBy(0, {y} - window.innerHeight / 2)")
+    return viewport_position(page, mark, index)
+
+
+def viewport_position(page: Watched, mark: str, index: int) -> list:
     return page.page.evaluate(
         f"""() => {{
         const view = window.deepeyes.views["{CHART}"];
@@ -318,8 +384,8 @@ def item_position(page: Watched, mark: str, index: int) -> list:
     )
 
 
-def test_layer_page_legends_labels_and_controls(open_page):
-    page = open_page(layer_path(open_page, "conv1"))
+def test_layer_page_legends_labels_and_controls(open_page, layer_paths):
+    page = open_page(layer_paths["conv1"])
     titles = texts(page, CHART, "legend-title")
     assert titles["max activation"] == 1 and titles["frequency (> 0.5 max)"] == 0
     assert titles["label"] == 1 and titles["activation / max"] == 0
@@ -373,12 +439,12 @@ def test_layer_page_legends_labels_and_controls(open_page):
     assert vega_warnings(page) == []
 
 
-def test_brush_survives_a_snapshot_switch(open_page):
-    page = open_page(layer_path(open_page, "conv1"))
+def test_brush_survives_a_snapshot_switch(open_page, layer_paths):
+    page = open_page(layer_paths["conv1"])
     x, y = mark_position(page, "input_map_0_marks", 0)
-    page.page.mouse.move(x - 40, y - 40)
+    page.page.mouse.move(x, y)  # from a point: inside the input map, wherever the point lies
     page.page.mouse.down()
-    page.page.mouse.move(x + 40, y + 40, steps=5)
+    page.page.mouse.move(x + 60, y + 60, steps=5)
     page.page.mouse.up()
     page.page.wait_for_function(f"() => !!window.deepeyes.views['{CHART}'].signal('brush').x")
     before = signal(page, "brush")
@@ -395,11 +461,9 @@ def test_brush_survives_a_snapshot_switch(open_page):
 # ----------------------------------------------------------------------------- item 6, 7
 
 
-@pytest.mark.parametrize("width", WIDTHS)
-def test_layer_page_fits_the_content_area(open_page, width, tmp_path):
-    path = layer_path(open_page, "conv1")
-    page = open_page(path, width=width)
-    boxes = page.page.evaluate(
+def fit(page: Watched) -> dict:
+    """Right edges of the page's content and of the layer view, and what scrolls sideways."""
+    return page.page.evaluate(
         f"""() => {{
         const el = document.getElementById("{CHART}");
         const content = el.closest(".deepeyes-page").getBoundingClientRect();
@@ -407,15 +471,71 @@ def test_layer_page_fits_the_content_area(open_page, width, tmp_path):
                  .getBoundingClientRect().right, scroll: el.scrollWidth - el.clientWidth}};
     }}"""
     )
-    page.page.screenshot(path=str(tmp_path / f"conv1-{width}.png"), full_page=True)
+
+
+def assert_fits(page: Watched) -> None:
+    boxes = fit(page)
     assert boxes["chart"] <= boxes["content"] + 1, boxes
     assert boxes["scroll"] <= 1, boxes  # nothing hidden behind a scroll bar either
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_layer_page_fits_the_content_area(open_page, layer_paths, width, tmp_path):
+    path = layer_paths["conv1"]
+    page = open_page(path, width=width)
+    page.page.screenshot(path=str(tmp_path / f"conv1-{width}.png"), full_page=True)
+    assert_fits(page)
     assert vega_warnings(page) == []
 
 
-def test_no_page_makes_vega_warn(open_page, site):
+def resize(page: Watched, width: int, layout: str | None) -> None:
+    """Sets the window's width and waits until the layer view is drawn with `layout`."""
+    page.page.set_viewport_size({"width": width, "height": 1000})
+    page.page.wait_for_function(
+        f"""() => {{
+        const el = document.getElementById("{CHART}");
+        return el.dataset.state === "ready" && (el.dataset.layout || null) === {json.dumps(layout)};
+    }}""",
+        timeout=15_000,
+    )
+    page.settle()
+
+
+def test_layer_view_follows_window_resizes(open_page, layer_paths, tmp_path):
+    page = open_page(layer_paths["conv1"], width=1400)
+    # Side by side at 1400 px if it fits there; either way a resize must end where a page
+    # opened at that width starts, and at 1920 px (a 1476 px column) the view fits side by side.
+    at_1400 = page.charts()[0]["layout"]
+    assert_fits(page)
+    page.page.check(f"#{CHART} .vega-bind input[type=radio][value='frequency']")
+    picked = click_heatmap_cell(page, 3)
+    page.page.wait_for_function(
+        f"() => window.deepeyes.views['{CHART}'].data('filter_store').length > 0"
+    )
+    page.page.evaluate(
+        f"""() => {{ window.renders = 0; document.getElementById("{CHART}")
+        .addEventListener("deepeyes:render", () => {{ window.renders += 1; }}); }}"""
+    )
+    layouts = [at_1400]
+    for width, layout in ((768, "stacked"), (1400, at_1400), (1920, None)):
+        resize(page, width, layout)
+        layouts.append(layout)
+        page.page.screenshot(path=str(tmp_path / f"conv1-resized-{width}.png"), full_page=True)
+        assert_fits(page)
+        chosen = page.page.evaluate(
+            f"() => window.deepeyes.views['{CHART}'].data('filter_store').map(t => t.values[0])"
+        )
+        assert chosen == [picked], width  # the reader's choices kept
+        assert signal(page, "heatmap_mode") == "frequency", width
+        page.page.wait_for_timeout(600)  # three debounce delays: a redraw must not start another
+        redraws = sum(a != b for a, b in zip(layouts, layouts[1:], strict=False))
+        assert page.page.evaluate("() => window.renders") == redraws, (width, layouts)
+    assert vega_warnings(page) == []
+
+
+def test_no_page_makes_vega_warn(open_page, layer_paths, site):
     paths = ["deepeyes/", f"deepeyes/{RUN}/"]
-    paths += [layer_path(open_page, name) for name in ("conv1", "fc1")]
+    paths += [layer_paths[name] for name in ("conv1", "fc1")]
     for path in paths:
         page = open_page(path)
         assert all(c["state"] == "ready" for c in page.charts()), (path, page.charts())

@@ -1,14 +1,16 @@
 """Publishing (freezing) views of a run: small self-contained chart specs a wiki can hold.
 
 A run directory is 30-200 MB; no team commits that to its wiki. :func:`publish` writes, for the
-chosen layers and snapshots, the viewer's own chart specs with only the data those views need,
-thumbnails included, into ``<out>/<run>/`` (:class:`deepeyes_keras.run.layout.PublishedLayout`):
-the training curves, the perplexity histograms and each chosen layer's linked view, with a
+chosen layers and snapshots, the viewer's own chart specs with only the data those views need
+into ``<out>/<run>/`` (:class:`deepeyes_keras.run.layout.PublishedLayout`), as plain JSON: the
+training curves, the perplexity histograms and each chosen layer's linked view, the thumbnails
+of the points those views show (one file per layer, ``thumbnails/L<i>.json``, shared by the
+layer's published views as in the run: :mod:`deepeyes_keras.run.view_files`), and a
 ``published.json`` that says what is there. A layer view keeps every point of its input map when
-it fits ``LAYER_BUDGET`` bytes; otherwise the largest seeded subset of the points that fits (the
-view's title and ``published.json`` say how many of how many). The site plugin's ``published``
-option makes ``deepeyes`` fenced blocks use these files when the run itself is absent
-(``viewer_site/guide/embedding.md``).
+it and its thumbnails fit ``LAYER_BUDGET`` bytes; otherwise the largest seeded subset of the
+points that fits (the view's title and ``published.json`` say how many of how many). The site
+plugin's ``published`` option makes ``deepeyes`` fenced blocks use these files when the run
+itself is absent (``viewer_site/guide/embedding.md``).
 
 Example:
     >>> publish("deepeyes_runs/lenet", "docs/published", layers=["conv1"], steps=[300])
@@ -19,15 +21,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 from deepeyes_keras import charts
 from deepeyes_keras.derive import views
 from deepeyes_keras.derive.thumbnails import ThumbnailCache
 from deepeyes_keras.run.layout import PublishedLayout, read_json, write_bytes, write_json
 from deepeyes_keras.run.reader import load_run
+from deepeyes_keras.run.view_files import (
+    read_thumbnails,
+    with_thumbnails_ref,
+    write_json_file,
+)
 
 LAYER_BUDGET = 1_000_000
-"""Bytes of one published layer view at most (a layer's view in the run can be 4 MB)."""
+"""Bytes of one published layer view and its points' thumbnails at most (a layer's view in the
+run can be 4 MB, uncompressed)."""
 MIN_POINTS = 100
 
 
@@ -39,11 +48,22 @@ def _nearest(steps: list[int], step: int) -> int:
     return min(steps, key=lambda s: (abs(s - step), s))
 
 
+class PublishedView(NamedTuple):
+    """One published layer view: its spec, its points' thumbnails, and how many points."""
+
+    spec: dict  # points name their instances (uid); the thumbnails reference is not set yet
+    thumbnails: dict[str, str | None]
+    size: int  # bytes of the spec and of its thumbnails, as JSON
+    points: int  # points shown
+    total: int  # points in the map
+
+
 def layer_view_within(snapshot, name: str, budget: int, cache: ThumbnailCache):
-    """The layer view with as many input-map points as fit ``budget`` bytes.
+    """The layer view with as many input-map points as fit ``budget`` bytes, its thumbnails
+    counted (they are a page's data too).
 
     Returns:
-        ``(spec bytes, points shown, points in the map)``, or None while the maps are missing.
+        A :class:`PublishedView`, or None while the maps are missing.
     """
     maps = snapshot.layers[name].maps
     if maps is None:
@@ -52,14 +72,14 @@ def layer_view_within(snapshot, name: str, budget: int, cache: ThumbnailCache):
     total = len(maps["weight"]) if "weight" in maps else len(maps["uid"])
     points = total
     while True:
-        spec = views.layer_view(snapshot, name, cache=cache, max_points=points)
+        spec, thumbnails = views.layer_view_parts(snapshot, name, cache=cache, max_points=points)
         if points < total:
             spec["title"] = _title_with(spec.get("title"), points, total)
-        data = _encode(spec)
-        if len(data) <= budget or points <= MIN_POINTS:
-            return data, points, total
+        size = len(_encode(spec)) + len(_encode(thumbnails))
+        if size <= budget or points <= MIN_POINTS:
+            return PublishedView(spec, thumbnails, size, points, total)
         # Size grows about linearly with the points: aim a little under the budget.
-        points = max(MIN_POINTS, int(points * budget / len(data) * 0.95))
+        points = max(MIN_POINTS, int(points * budget / size * 0.95))
 
 
 def _title_with(title, points: int, total: int):
@@ -137,24 +157,37 @@ def publish(
         say(f"wrote {path}")
     cache = ThumbnailCache()
     keys = {info["name"]: info["key"] for info in run.manifest["analysed_layers"]}
-    missing = []
+    missing, made = [], []
     for step in chosen:
         for name in [n for n in names if (n, step) in wanted]:
-            made = layer_view_within(by_step[step], name, budget, cache)
-            if made is None:
+            view = layer_view_within(by_step[step], name, budget, cache)
+            if view is None:
                 missing.append(f"{name} at step {step}")
-                continue
-            data, points, total = made
-            path = write_bytes(layout.view(keys[name], step), data)
-            entry["views"][f"{keys[name]}@{step}"] = {
-                "file": layout.relative(path),
-                "layer": name,
-                "step": step,
-                "points": points,
-                "of": total,
-                "bytes": len(data),
-            }
-            say(f"wrote {path} ({len(data) / 1e6:.2f} MB, {points} of {total} points)")
+            else:
+                made.append((name, step, view))
+    # The thumbnails first (with those of views published before), then the views naming them.
+    entry["thumbnails"] = dict(old.get("thumbnails") or {})
+    for key in sorted({keys[name] for name, _, _ in made}):
+        path = layout.thumbnails(key)
+        table = read_thumbnails(path) if path.is_file() else {}
+        for name, _, view in made:
+            table.update(view.thumbnails if keys[name] == key else {})
+        write_json_file(path, dict(sorted(table.items(), key=lambda item: int(item[0]))))
+        entry["thumbnails"][key] = {"file": layout.relative(path), "bytes": path.stat().st_size}
+        say(f"wrote {path} ({len(table)} thumbnails)")
+    for name, step, view in made:
+        path = layout.view(keys[name], step)
+        data = _encode(with_thumbnails_ref(view.spec, path, layout.thumbnails(keys[name])))
+        write_bytes(path, data)
+        entry["views"][f"{keys[name]}@{step}"] = {
+            "file": layout.relative(path),
+            "layer": name,
+            "step": step,
+            "points": view.points,
+            "of": view.total,
+            "bytes": len(data),
+        }
+        say(f"wrote {path} ({len(data) / 1e6:.2f} MB, {view.points} of {view.total} points)")
     if missing and len(missing) == len(wanted):
         raise ValueError(f"No maps to publish for {missing}: run `deepeyes maps {run.path}` first.")
     write_json(layout.manifest, entry)
@@ -166,6 +199,5 @@ def published_size(manifest_path) -> int:
     """Bytes of every file a ``published.json`` lists (the manifest included)."""
     path = Path(manifest_path)
     entry = json.loads(path.read_text(encoding="utf-8"))
-    return path.stat().st_size + sum(
-        (path.parent / v["file"]).stat().st_size for v in entry.get("views", {}).values()
-    )
+    files = [*entry.get("views", {}).values(), *(entry.get("thumbnails") or {}).values()]
+    return path.stat().st_size + sum((path.parent / v["file"]).stat().st_size for v in files)

@@ -12,7 +12,8 @@ in the maps worker, the site builder) shares it. The layout, with the stage that
     <run>/maps/L<i>/step-00000100.npz          maps: input map and filter map of layer i
     <run>/views/overview.vl.json               views: training curves
     <run>/views/histograms.vl.json             views: perplexity histograms of every layer
-    <run>/views/step-00000100/L<i>.vl.json     views: the linked layer view of layer i
+    <run>/views/step-00000100/L<i>.vl.json.gz  views: the linked layer view of layer i (gzip)
+    <run>/views/thumbnails/L<i>.json.gz        views: thumbnails of layer i's points (gzip)
     <run>/findings/step-00000100.json          findings: T1-T5 at that snapshot, with evidence
     <run>/findings.json                        findings: summary of the latest snapshot
     <run>/model.json                           recorder: the model's architecture and compile config
@@ -25,12 +26,22 @@ A published (frozen) copy of some views, small enough to commit to a wiki (``dee
 
     <out>/<run>/published.json                 publish: the run's name, layers, steps, files
     <out>/<run>/overview.vl.json, histograms.vl.json, step-00000100/L<i>.vl.json
+    <out>/<run>/thumbnails/L<i>.json           publish: thumbnails of the published points
+
+Layer views name their points' instances (``uid``); the thumbnails are shared, one file per
+layer (:mod:`deepeyes_keras.run.view_files` reads every form: gzip or plain, shared or inline
+thumbnails, and the ``L<i>.vl.json`` of runs from before; :meth:`RunLayout.view_file`).
 
 Schema history (``SCHEMA_VERSION``):
 
 - 1: findings were written into the snapshot records (``findings``, ``findings_summary``).
 - 2: findings live in ``findings/`` (owned by the findings stage); snapshot records are written
   once, by the recorder. Runs of schema 1 still load: the reader falls back to the records.
+- 3: the recorder's arrays are compact (:mod:`deepeyes_keras.run.archive`): co-activation
+  triangles as uint16 codes, recomputed activations as codes 0..63, repeated sample columns
+  linked. The reader still reads schema 2's float32 triangles and 8-bit codes.
+
+Compressed views and shared thumbnails need no new schema: views are derived (``deepeyes maps``).
 
 Every write goes to a temporary name in the same directory and is renamed into place, so a
 reader (``mkdocs serve``, :func:`deepeyes_keras.load_run`) or a crash never sees half a file.
@@ -50,7 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version of the layout and records written by this package (readers accept older ones)."""
 
 N_BINS = 30
@@ -65,6 +76,9 @@ THETA = 0.8
 MANIFEST = "manifest.json"
 LATEST_FINDINGS = "findings.json"
 EXPORT_DIR = "export"
+VIEW_SUFFIX = ".vl.json"
+GZIP_SUFFIX = ".gz"
+THUMBNAILS_DIR = "thumbnails"
 
 
 def snapshot_stem(step: int) -> str:
@@ -126,10 +140,25 @@ class RunLayout:
         return self.root / "views"
 
     def view(self, name: str, step: int | None = None) -> Path:
-        """A chart spec: ``name`` is "overview", "histograms", or a layer key with ``step``."""
+        """A chart spec as the views stage writes it: ``name`` is "overview", "histograms"
+        (plain JSON), or a layer key with ``step`` (gzip-compressed JSON)."""
         if step is None:
-            return self.views_dir / f"{name}.vl.json"
-        return self.views_dir / snapshot_stem(step) / f"{name}.vl.json"
+            return self.views_dir / f"{name}{VIEW_SUFFIX}"
+        return self.views_dir / snapshot_stem(step) / f"{name}{VIEW_SUFFIX}{GZIP_SUFFIX}"
+
+    def plain_view(self, name: str, step: int | None = None) -> Path:
+        """A view's uncompressed name (``.vl.json``), as layer views were written before."""
+        path = self.view(name, step)
+        return path.with_name(path.name.removesuffix(GZIP_SUFFIX))
+
+    def view_file(self, name: str, step: int | None = None) -> Path:
+        """The file a view has: :meth:`view`, or else :meth:`plain_view` if that one exists."""
+        path, old = self.view(name, step), self.plain_view(name, step)
+        return old if not path.is_file() and old.is_file() else path
+
+    def thumbnails(self, key: str) -> Path:
+        """The thumbnails of every point any layer view of layer ``key`` shows (gzip JSON)."""
+        return self.views_dir / THUMBNAILS_DIR / f"{key}.json{GZIP_SUFFIX}"
 
     def findings(self, step: int) -> Path:
         return self.root / "findings" / f"{snapshot_stem(step)}.json"
@@ -184,8 +213,12 @@ class PublishedLayout:
     def view(self, name: str, step: int | None = None) -> Path:
         """A published spec, named as in the run's ``views/`` directory."""
         if step is None:
-            return self.root / f"{name}.vl.json"
-        return self.root / snapshot_stem(step) / f"{name}.vl.json"
+            return self.root / f"{name}{VIEW_SUFFIX}"
+        return self.root / snapshot_stem(step) / f"{name}{VIEW_SUFFIX}"
+
+    def thumbnails(self, key: str) -> Path:
+        """The thumbnails of the published views of layer ``key`` (plain JSON)."""
+        return self.root / THUMBNAILS_DIR / f"{key}.json"
 
     def relative(self, path: Path) -> str:
         return Path(path).relative_to(self.root).as_posix()

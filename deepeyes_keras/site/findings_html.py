@@ -6,9 +6,18 @@ row. Findings in a shape this module does not know are shown as JSON rather than
 Fine-tuning advice (``transfer`` per layer: keep or retrain, the classes its filters respond to,
 T3 on patterned instances; ``deepeyes_keras/derive/transfer.py``) follows in a table of its own.
 
+Every snapshot has its own findings, and a layer page shows those of the snapshot its views show:
+the page holds the findings of the snapshot it opens at (:func:`findings_block`), and each other
+snapshot's are a small HTML file of the site (:func:`findings_files`, at
+:func:`findings_uri`) that ``viewer.js`` fetches when that snapshot is chosen. A snapshot without
+findings for the layer (not computed yet) stands in with the nearest one that has them
+(:func:`findings_source`), and the page says so.
+
 Example:
     >>> findings_html({"step": 12, "layers": {}})
     '<p>Findings at step 12 (thresholds below).</p>'
+    >>> findings_source([6, 12], 9), findings_source([6, 12], 3)
+    (6, 6)
 """
 
 from __future__ import annotations
@@ -17,8 +26,9 @@ import json
 from html import escape
 from typing import Any
 
+from deepeyes_keras.run.layout import RunLayout, snapshot_stem
 from deepeyes_keras.site.markup import Link, anchor, table
-from deepeyes_keras.site.runs import SiteRun
+from deepeyes_keras.site.runs import SiteLayer, SiteRun
 
 MAX_LISTED_FILTERS = 12  # filter indices listed in a findings cell before "..."
 
@@ -200,3 +210,107 @@ def transfer_html(layers: dict, only_layer: str | None) -> str:
             f"{escape(', '.join(rest) or 'nothing')}.</p>"
         )
     return "".join(out)
+
+
+# ----------------------------------------------------------------------------- per snapshot
+
+
+def has_layer_findings(findings: Any, layer: str) -> bool:
+    """True if ``findings`` (one snapshot's) hold a row for ``layer``."""
+    layers = findings.get("layers") if isinstance(findings, dict) else None
+    return isinstance(layers, dict) and isinstance(layers.get(layer), dict)
+
+
+def layer_findings(findings: Any, layer: str) -> str | None:
+    """HTML of one layer's findings at one snapshot; None if that snapshot has none for it."""
+    if not has_layer_findings(findings, layer):
+        return None
+    # No link on the layer's name: the block is shown on that layer's own page.
+    return findings_html(findings, only_layer=layer)
+
+
+def findings_steps(run: SiteRun, layer: SiteLayer) -> list[int]:
+    """The steps whose findings cover ``layer``, among those with its linked views (or all the
+    run's, while its views are being computed)."""
+    found = run.step_findings
+    steps = sorted(layer.views) or run.steps
+    return [s for s in steps if has_layer_findings(found.get(s), layer.name)]
+
+
+def findings_source(with_findings: list[int], step: int) -> int | None:
+    """The step whose findings a layer page shows with snapshot ``step``: ``step`` itself when
+    it has findings, else the latest earlier one that has, else the earliest (None: no step has).
+    """
+    if not with_findings:
+        return None
+    earlier = [s for s in with_findings if s <= step]
+    return earlier[-1] if earlier else with_findings[0]
+
+
+def findings_uri(run: SiteRun, layer: SiteLayer, step: int) -> str:
+    """Site path of the HTML of ``layer``'s findings at ``step``, beside that step's views:
+    ``deepeyes/<run>/views/step-00000012/L0.findings.html``."""
+    layout = RunLayout(run.path)  # beside the views, as the run directory names their place
+    return run.uri(
+        layout.relative(layout.views_dir / snapshot_stem(step) / f"{layer.key}.findings.html")
+    )
+
+
+def findings_files(run: SiteRun) -> dict[str, str]:
+    """Site path -> HTML of every layer's findings at every snapshot with views and findings."""
+    out = {}
+    for layer in run.layers:
+        for step in findings_steps(run, layer):
+            out[findings_uri(run, layer, step)] = layer_findings(
+                run.step_findings[step], layer.name
+            )
+    return out
+
+
+def findings_note(step: int, source: int) -> str:
+    """The note over the findings of a snapshot that has none (the same words as viewer.js)."""
+    return f"No findings were computed for step {step}; these describe step {source}."
+
+
+def findings_block(run: SiteRun, layer: SiteLayer, step: int, *, chart_id: str) -> str:
+    """The findings box of a layer page opened at ``step`` (empty if no snapshot has findings
+    for the layer): the block of the step that stands in for it, marked with that step, tied to
+    the snapshot selector of chart ``chart_id``."""
+    source = findings_source(findings_steps(run, layer), step)
+    if source is None:
+        return ""
+    note = (
+        f'<div class="deepeyes-notice deepeyes-findings-step">{escape(findings_note(step, source))}'
+        "</div>"
+        if source != step
+        else ""
+    )
+    body = layer_findings(run.step_findings[source], layer.name)
+    return (
+        f'<div class="deepeyes-findings-box" data-chart="{escape(chart_id)}" '
+        f'aria-live="polite">{note}<div class="deepeyes-findings" data-step="{source}">{body}</div>'
+        "</div>"
+    )
+
+
+def findings_attrs(run: SiteRun, layer: SiteLayer, link: Link, step: int) -> str:
+    """The attributes of a snapshot option that say whose findings go with it: the step and
+    the URL of its findings (:func:`findings_files`)."""
+    source = findings_source(findings_steps(run, layer), step)
+    if source is None:
+        return ""
+    url = escape(link(findings_uri(run, layer, source)))
+    return f' data-findings-step="{source}" data-findings="{url}"'
+
+
+def run_findings_step(run: SiteRun, step: int) -> str:
+    """Which snapshot the run page's findings describe (the last one that has findings)."""
+    if step == run.last_step:
+        text = f"These findings describe the last snapshot, step {step}."
+    else:
+        text = (
+            f"These findings describe step {step}, the last snapshot with findings (those of "
+            f"step {run.last_step} are not computed yet)."
+        )
+    text += " Each layer page shows the findings of the snapshot its views show."
+    return f'<p class="deepeyes-findings-of">{escape(text)}</p>'

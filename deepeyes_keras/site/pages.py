@@ -2,8 +2,10 @@
 
 The plugin (:mod:`deepeyes_keras.site.plugin`) makes these pages: ``deepeyes/`` lists the runs,
 ``deepeyes/<run>/`` is a run's overview, ``deepeyes/<run>/<layer>/`` the linked views of one
-layer (named after it) with a snapshot selector (:mod:`deepeyes_keras.site.generated` names
-them all; the compare page is :mod:`deepeyes_keras.site.compare`).
+layer (named after it) with a snapshot selector and the findings of the snapshot shown
+(:mod:`deepeyes_keras.site.findings_html`; the run page shows those of the last snapshot that
+has them and says which step that is). :mod:`deepeyes_keras.site.generated` names them all;
+the compare page is :mod:`deepeyes_keras.site.compare`.
 
 Pure string building over :class:`~deepeyes_keras.site.runs.SiteRun` records: no mkdocs hooks,
 no TensorFlow. Every name that comes from a user (run, model, layer) goes through
@@ -23,7 +25,12 @@ from __future__ import annotations
 import json
 from html import escape
 
-from deepeyes_keras.site.findings_html import findings_html
+from deepeyes_keras.site.findings_html import (
+    findings_attrs,
+    findings_block,
+    findings_html,
+    run_findings_step,
+)
 from deepeyes_keras.site.markup import Link, anchor, chart, notice, number, table
 from deepeyes_keras.site.redesign_html import redesign_html
 from deepeyes_keras.site.runs import SiteLayer, SiteRun
@@ -261,9 +268,10 @@ def run_page(run: SiteRun, *, link: Link) -> str:
         f"{len(run.layers)} analysed layers. Layer pages: {layer_links(run, link)}.</p>",
         run_charts(run, link),
     ]
-    if run.findings is not None:
-        out.append("<h2>Findings</h2>")
-        out.append(findings_html(run.findings, link=link, run=run))
+    found = [s for s in run.steps if run.step_findings.get(s) is not None]
+    if found:
+        out += ["<h2>Findings</h2>", run_findings_step(run, found[-1])]
+        out.append(findings_html(run.step_findings[found[-1]], link=link, run=run))
     if run.proposal is not None or run.verification is not None:
         out.append("<h2>Redesign</h2>")
         out.append(redesign_html(run.proposal, run.verification))
@@ -335,16 +343,20 @@ def step_label(steps: list[int], s: int) -> str:
     return f"step {s} (tail: {n} step{'s' if n != 1 else ''})"
 
 
+LAYER_CHART = "deepeyes-layer-chart"
+
+
 def layer_views(run: SiteRun, layer: SiteLayer, link: Link) -> str:
     """The linked view of the default snapshot with a selector of every snapshot that has one."""
     steps = sorted(layer.views)
     first = default_step(steps)
     options = "".join(
         f'<option value="{escape(link(layer.views[s]))}" data-step="{s}"'
+        f"{findings_attrs(run, layer, link, s)}"
         f"{' selected' if s == first else ''}>{step_label(steps, s)}</option>"
         for s in steps
     )
-    chart_id = "deepeyes-layer-chart"
+    chart_id = LAYER_CHART
     return (
         f'<p class="deepeyes-controls"><label>Snapshot <select '
         f'class="deepeyes-snapshot" data-chart="{chart_id}">{options}</select></label>'
@@ -377,8 +389,9 @@ def layer_page(run: SiteRun, layer: SiteLayer, *, link: Link) -> str:
         )
     else:
         out.append(notice("This run has no snapshot yet."))
-    if isinstance(run.findings, dict) and isinstance(run.findings.get("layers"), dict):
-        if layer.name in run.findings["layers"]:
-            out.append("<h2>Findings</h2>")
-            out.append(findings_html(run.findings, link=link, run=run, only_layer=layer.name))
+    # The findings of the snapshot the views show (viewer.js swaps them with the snapshot).
+    steps = sorted(layer.views) or run.steps
+    box = findings_block(run, layer, default_step(steps), chart_id=LAYER_CHART) if steps else ""
+    if box:
+        out += ["<h2>Findings</h2>", box]
     return "".join(out) + "</div>"

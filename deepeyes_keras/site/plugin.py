@@ -11,12 +11,16 @@ Generated pages (``<section>`` = ``deepeyes``; :mod:`deepeyes_keras.site.generat
 ``deepeyes/`` lists the runs, ``deepeyes/<run>/`` is a run's overview,
 ``deepeyes/<run>/<layer>/`` the linked views of one layer (named after it) with a snapshot
 selector, and ``deepeyes/compare/`` puts two runs side by side. The old layer URLs
-``deepeyes/<run>/L<i>/`` are small pages that redirect to the new ones.
+``deepeyes/<run>/L<i>/`` are small pages that redirect to the new ones. Beside each snapshot's
+views, ``views/step-N/L<i>.findings.html`` holds that layer's findings at that snapshot, which
+its page fetches when the snapshot is chosen (:mod:`deepeyes_keras.site.findings_html`).
 Authors embed a chart in their own pages with a fenced ``deepeyes`` block
 (:mod:`deepeyes_keras.site.blocks`, ``viewer_site/guide/embedding.md``).
 
 The chart specs the run directory holds are copied into the site and fetched by URL, so a page
-loads only the snapshot it shows (:mod:`deepeyes_keras.site.runs`); vega, vega-lite and
+loads only the snapshot it shows (:mod:`deepeyes_keras.site.runs`): layer views as they are
+(gzipped; the page script decompresses them) with the thumbnails file their layer's views share
+(the page script joins it in before drawing); vega, vega-lite and
 vega-embed come from the site itself (:mod:`deepeyes_keras.site.bundle`), so nothing is
 requested from another origin. With the ``offline`` option (default on) the plugin also keeps
 the theme from loading anything from elsewhere: the mkdocs and readthedocs themes'
@@ -45,6 +49,7 @@ from mkdocs.utils import get_relative_url
 from deepeyes_keras.site import blocks, generated
 from deepeyes_keras.site.bundle import vega_bundle
 from deepeyes_keras.site.config import DeepEyesConfig, section_prefix
+from deepeyes_keras.site.findings_html import findings_files
 from deepeyes_keras.site.nav import with_runs_section
 from deepeyes_keras.site.published import load_published_runs
 from deepeyes_keras.site.runs import SiteRun, find_run_dirs, load_site_runs, resolve
@@ -121,6 +126,8 @@ class DeepEyesPlugin(BasePlugin[DeepEyesConfig]):
         for uri, path in assets:
             _replace(files, File.generated(config, uri, abs_src_path=str(path)))
         _replace(files, File.generated(config, f"{section}/assets/vega.js", content=vega_bundle()))
+        for uri, html in (item for run in self.runs for item in findings_files(run).items()):
+            _replace(files, File.generated(config, uri, content=html))  # fetched by viewer.js
         return files
 
     @event_priority(-100)  # after the other plugins' on_config: material's offline plugin

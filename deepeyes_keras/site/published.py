@@ -1,7 +1,8 @@
 """Published (frozen) views as the site sees them: runs that are not there, by their charts.
 
-``deepeyes publish`` (``deepeyes_keras/derive/publish.py``) writes small self-contained chart
-specs of a run into ``<published dir>/<run>/`` with a ``published.json``. The plugin's
+``deepeyes publish`` (``deepeyes_keras/derive/publish.py``) writes small chart specs of a run
+into ``<published dir>/<run>/`` with a ``published.json``; the thumbnails of a layer's published
+views are in a file they share (``thumbnails``), copied beside them. The plugin's
 ``published`` option lists such directories; :func:`load_published_runs` turns each published
 run into a :class:`~deepeyes_keras.site.runs.SiteRun` that has only chart specs (no pages), so a
 ``deepeyes`` fenced block whose run is absent shows the published chart instead of an error.
@@ -72,6 +73,10 @@ def load_published_run(path: Path, *, section: str, taken: set[str]) -> SiteRun 
     for name in ("overview", "histograms"):
         if name in views:
             setattr(site, name, spec(views[name]))
+    shared = entry.get("thumbnails")  # none before thumbnails were shared
+    for item in shared.values() if isinstance(shared, dict) else ():
+        if isinstance(item, dict):
+            spec(item)
     for info in entry.get("layers") or []:
         layer = layer_of(info, where=f"Published run {path}")
         if layer is None:

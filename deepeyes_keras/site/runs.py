@@ -5,7 +5,9 @@ never imports TensorFlow), and every path inside a run directory comes from
 :class:`deepeyes_keras.run.layout.RunLayout`. A :class:`SiteRun` holds what the pages need: the
 manifest, the readable snapshot steps, the analysed layers, and the site path of each chart spec
 the run directory holds, with the file to copy there (the pages fetch specs by URL, so a page
-loads only the snapshot it shows).
+loads only the snapshot it shows). Layer views are copied in the form the run holds them
+(``.vl.json.gz``, or the ``.vl.json`` of older runs), with the thumbnails file each layer's views
+share, at the same relative place: the page script finds it from the spec's own URL.
 
 Problems with one run never stop the build: an unreadable manifest skips the run, an unreadable
 snapshot skips the snapshot, each with a warning naming the file (``mkdocs build --strict``
@@ -27,14 +29,9 @@ from pathlib import Path
 
 from mkdocs.plugins import get_plugin_logger
 
-from deepeyes_keras.run.layout import (
-    MANIFEST,
-    RunLayout,
-    damage_advice,
-    is_run_dir,
-    looks_complete_json,
-)
+from deepeyes_keras.run.layout import MANIFEST, RunLayout, damage_advice, is_run_dir
 from deepeyes_keras.run.reader import Run, load_run
+from deepeyes_keras.run.view_files import view_is_whole
 
 log = get_plugin_logger("deepeyes")
 
@@ -87,9 +84,10 @@ class SiteRun:
     overview: str | None = None
     histograms: str | None = None
     findings: dict | None = None
+    step_findings: dict[int, dict | None] = field(default_factory=dict)  # None: not computed
     proposal: dict | None = None  # redesign/proposal.json (`deepeyes redesign RUN`)
     verification: dict | None = None  # redesign/verification.json (`... --verify`)
-    specs: dict[str, Path] = field(default_factory=dict)  # site path -> file to copy there
+    specs: dict[str, Path] = field(default_factory=dict)  # site path -> spec/thumbnails to copy
     published: bool = False  # only frozen chart specs (deepeyes publish), no pages
 
     @property
@@ -258,28 +256,40 @@ def layer_of(info: dict, *, where: str) -> SiteLayer | None:
 
 
 def site_layer(site: SiteRun, layout: RunLayout, info: dict) -> SiteLayer | None:
-    """An analysed layer of the manifest with its layer views; None (and a warning) if its key
-    is invalid."""
+    """An analysed layer of the manifest with its layer views and their thumbnails file; None
+    (and a warning) if its key is invalid."""
     layer = layer_of(info, where=f"Run {site.path}")
     if layer is None:
         return None
     key = layer.key
+    shared = False  # whether a view names the layer's thumbnails file
     for step in site.steps:
-        spec = layout.view(key, step)
+        spec = layout.view_file(key, step)
         if usable_spec(spec):
             layer.views[step] = site_spec(site, layout, spec)
+            shared |= spec == layout.view(key, step)
+    thumbnails = layout.thumbnails(key)
+    if shared and not thumbnails.is_file():
+        log.warning(
+            f"{thumbnails} is missing: the views of layer {layer.name!r} show no thumbnails. "
+            "Run `deepeyes maps RUN` to write it again."
+        )
+    elif shared and usable_spec(thumbnails):
+        site_spec(site, layout, thumbnails)
     return layer
 
 
 def usable_spec(spec: Path) -> bool:
-    """True for a chart spec that exists and looks whole; a warning naming a damaged one.
+    """True for a chart spec (or thumbnails file) that exists and is whole; a warning naming a
+    damaged one.
 
-    The check reads a few bytes (specs reach several MB; the browser parses them), so a zeroed,
-    truncated or overwritten file is left out of the site instead of failing in the page.
+    A plain file is checked by a few bytes (specs reach several MB; the browser parses them), a
+    gzipped one by decompressing it, so a zeroed, truncated or overwritten file is left out of
+    the site instead of failing in the page.
     """
     if not spec.is_file():
         return False
-    if looks_complete_json(spec):
+    if view_is_whole(spec):
         return True
     log.warning(
         f"{spec} is damaged (not a whole JSON object, {spec.stat().st_size} bytes): the site "
@@ -321,7 +331,8 @@ def load_site_run(path: Path, *, section: str, taken: set[str]) -> SiteRun | Non
             site.layers.append(layer)
     assign_layer_slugs(site.layers)
     # written by the findings stage (deepeyes_keras.derive.findings), read through the reader
-    site.findings = run.snapshots[-1].findings if run.snapshots else None
+    site.step_findings = {snap.step: snap.findings for snap in run.snapshots}
+    site.findings = site.step_findings[site.steps[-1]] if site.steps else None
     # written by `deepeyes redesign` (deepeyes_keras.redesign), read through the reader
     site.proposal, site.verification = run.proposal, run.verification
     return site

@@ -8,10 +8,22 @@
  * two runs picked (?a=RUN&b=RUN). Nothing is requested from another origin: the charts' loader
  * refuses such URLs.
  *
+ * Layer views come gzipped (.vl.json.gz; decompressed here with DecompressionStream when the bytes
+ * start with the gzip magic, parsed as they are otherwise: a server may have decoded them), and
+ * their points name their instance (uid) instead of carrying its thumbnail: the spec's
+ * usermeta.deepeyes.thumbnails is the URL (relative to the spec) of the layer's thumbnails file,
+ * fetched once per page and joined into each point's image before the chart is drawn. Older views
+ * (inline images, no usermeta) are drawn as they are.
+ *
  * Switching the snapshot of a layer view keeps the reader's choices (radio buttons, selected
  * filter, brush, the heatmap's fixed colour range). A layer view wider than its column is drawn
- * again with the views of each row stacked (data-layout="stacked" on the chart element). While a
- * layer page shows another snapshot than its findings describe, a note above them says so.
+ * again with the views of each row stacked (data-layout="stacked" on the chart element); after a
+ * window resize (200 ms after the last resize event) it is stacked or put side by side again,
+ * whichever now fits, with the reader's choices kept. The findings box of a layer page
+ * (.deepeyes-findings-box) follows the snapshot select: each option names the HTML of its
+ * snapshot's findings (data-findings, fetched once and kept in the box, hidden while another
+ * step is shown) and their step (data-findings-step: another step when that snapshot has no
+ * findings, which a note over them then says).
  *
  * For tests and the console: window.deepeyes.views[id] is the vega View of chart id,
  * window.deepeyes.started is true once every chart of the page has been asked for, and
@@ -60,6 +72,63 @@
       return response.text();
     },
   };
+
+  // A JSON file of the site, gzipped or not: the first two bytes decide, not the name.
+  async function fetchJson(url) {
+    const response = await fetch(url, { credentials: "same-origin" });
+    if (!response.ok) {
+      throw new Error("HTTP " + response.status + " for " + url);
+    }
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    if (bytes.length < 2 || bytes[0] !== 0x1f || bytes[1] !== 0x8b) {
+      return JSON.parse(new TextDecoder().decode(bytes));
+    }
+    if (typeof DecompressionStream !== "function") {
+      throw new Error("this browser cannot decompress gzip (no DecompressionStream): " + url);
+    }
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+    return JSON.parse(await new Response(stream).text());
+  }
+
+  let thumbnailFiles = new Map(); // absolute URL -> promise of {uid: data URL}; per page
+
+  function thumbnailsAt(href) {
+    if (!thumbnailFiles.has(href)) {
+      const table = fetchJson(href);
+      thumbnailFiles.set(href, table);
+      table.catch(() => thumbnailFiles.delete(href)); // a failed fetch is tried again later
+    }
+    return thumbnailFiles.get(href);
+  }
+
+  // The spec with each point's thumbnail (image) filled in from the file its usermeta names.
+  // Without thumbnails (the file missing or damaged) the chart is still drawn, and a warning says so.
+  async function withThumbnails(spec, specUrl) {
+    const meta = spec.usermeta && spec.usermeta.deepeyes;
+    const ref = meta && meta.thumbnails;
+    if (typeof ref !== "string") {
+      return spec; // an older view: thumbnails inline
+    }
+    const href = new URL(ref, new URL(specUrl, window.location.href)).href;
+    let table = {};
+    try {
+      if (new URL(href).origin !== window.location.origin) {
+        throw new Error("DeepEyes charts load nothing from another origin: " + href);
+      }
+      table = await thumbnailsAt(href);
+    } catch (err) {
+      console.warn("DeepEyes: no thumbnails for " + specUrl + ": " + err.message);
+    }
+    for (const rows of Object.values(spec.datasets || {})) {
+      for (const row of Array.isArray(rows) ? rows : []) {
+        if (row && row.uid !== undefined && row.image === undefined) {
+          const url = table[String(row.uid)];
+          row.image = typeof url === "string" ? url : null;
+        }
+      }
+    }
+    return spec;
+  }
 
   function showError(el, message) {
     el.dataset.state = "error";
@@ -131,10 +200,139 @@
     }
   }
 
-  // Whether the drawn chart is wider than the element that holds it.
-  function overflows(el) {
+  // ---------------------------------------------------------------- layout: side by side or stacked
+
+  const RESIZE_DELAY_MS = 200; // after the last resize event: one redraw per resize gesture
+  let resizeTimer = null;
+
+  // Width of the chart drawn in `el` (0 if nothing is drawn).
+  function drawnWidth(el) {
     const drawn = el.querySelector("canvas, svg");
-    return !!drawn && drawn.getBoundingClientRect().width > el.clientWidth + 1;
+    return drawn ? drawn.getBoundingClientRect().width : 0;
+  }
+
+  // Whether a chart `width` px wide fits `el`'s column.
+  function fits(el, width) {
+    return width <= el.clientWidth + 1;
+  }
+
+  // A view with rows of views side by side (a layer page's), which stackRows can stack.
+  function stackable(spec) {
+    return (spec.vconcat || []).some((row) => row.hconcat);
+  }
+
+  function setLayout(el, stacked) {
+    if (stacked) {
+      el.dataset.layout = "stacked";
+    } else {
+      delete el.dataset.layout;
+    }
+  }
+
+  // Draws `spec` side by side and, if that is wider than its column, again with each row
+  // stacked. Keeps the side-by-side spec and its width on `el` so that a window resize can lay
+  // the chart out again (relayout). Resolves to vega-embed's result, or null when a newer
+  // request superseded this one.
+  async function drawFitted(el, spec, token) {
+    const wide = stackable(spec) ? structuredClone(spec) : null; // before vega sees it
+    let result = await draw(el, spec);
+    if (token !== el._deepeyesToken) {
+      result.finalize();
+      return null;
+    }
+    el._deepeyesSpec = wide;
+    el._deepeyesWidth = drawnWidth(el);
+    const stack = !!wide && !fits(el, el._deepeyesWidth);
+    if (stack) {
+      // Too wide for the column: the views of each row go one under the other instead.
+      const stacked = structuredClone(wide);
+      stackRows(stacked);
+      result.finalize();
+      el.replaceChildren();
+      result = await draw(el, stacked);
+      if (token !== el._deepeyesToken) {
+        result.finalize();
+        return null;
+      }
+    }
+    setLayout(el, stack);
+    return result;
+  }
+
+  // The charts whose layout no longer suits their column's width, laid out again. Called only
+  // from the window's resize events (debounced), never by a redraw: no redraw loop. The choice
+  // depends on the column's width alone (the side-by-side width is the one measured when drawn),
+  // so a redraw that changes the page's height cannot flip it back.
+  function relayoutAll() {
+    resizeTimer = null;
+    document.querySelectorAll(".deepeyes-chart").forEach(function (el) {
+      if (!el._deepeyesSpec || el.dataset.state !== "ready" || !views[el.id]) {
+        return;
+      }
+      const stack = !fits(el, el._deepeyesWidth);
+      if (stack !== (el.dataset.layout === "stacked")) {
+        relayout(el, stack);
+      }
+    });
+  }
+
+  // Draws chart `el` again from its side-by-side spec, stacked or not, keeping the reader's
+  // choices as a snapshot switch does.
+  async function relayout(el, stack) {
+    const token = (el._deepeyesToken || 0) + 1;
+    el._deepeyesToken = token;
+    el.dataset.state = "loading";
+    el.setAttribute("aria-busy", "true");
+    pending.set(el, token);
+    try {
+      const spec = structuredClone(el._deepeyesSpec);
+      carryChoices(views[el.id], spec);
+      if (stack) {
+        stackRows(spec);
+      }
+      finalize(el);
+      el.replaceChildren();
+      const result = await draw(el, spec);
+      if (token !== el._deepeyesToken) {
+        result.finalize();
+        return;
+      }
+      views[el.id] = result.view;
+      setLayout(el, stack);
+      pickSnapshot(el, result.view);
+      await result.view.runAsync();
+      el.dataset.state = "ready";
+      el.removeAttribute("aria-busy");
+      const detail = { url: el.dataset.loaded, layout: stack ? "stacked" : "side by side" };
+      el.dispatchEvent(new CustomEvent("deepeyes:render", { bubbles: true, detail: detail }));
+    } catch (err) {
+      if (token === el._deepeyesToken) {
+        console.error("DeepEyes: could not lay out this chart again: " + err.message);
+        showError(el, "Could not lay out this chart again (" + err.message + "); reload the page.");
+      }
+    } finally {
+      if (pending.get(el) === token) {
+        pending.delete(el);
+      }
+      settle();
+    }
+  }
+
+  function onResize() {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(relayoutAll, RESIZE_DELAY_MS);
+  }
+
+  // A chart's snapshot selector set to the step its element asks for (data-snapshot).
+  function pickSnapshot(el, view) {
+    const snapshot = el.dataset.snapshot;
+    if (snapshot !== undefined && snapshot !== "") {
+      try {
+        view.signal("snapshot", Number(snapshot));
+      } catch (err) {
+        // A view without a snapshot selector: nothing to pick.
+      }
+    }
   }
 
   // A vconcat of hconcat rows (a layer page) turned into one column; false if nothing to stack.
@@ -164,11 +362,7 @@
       if (typeof window.vegaEmbed !== "function") {
         throw new Error("the vega libraries (deepeyes/assets/vega.js) did not load");
       }
-      const response = await fetch(url, { credentials: "same-origin" });
-      if (!response.ok) {
-        throw new Error("HTTP " + response.status);
-      }
-      const spec = await response.json();
+      const spec = await withThumbnails(await fetchJson(url), url);
       if (token !== el._deepeyesToken) {
         return; // a newer request (another snapshot) superseded this one
       }
@@ -178,31 +372,12 @@
       }
       finalize(el);
       el.replaceChildren();
-      let result = await draw(el, spec);
-      if (token !== el._deepeyesToken) {
-        result.finalize();
-        return;
-      }
-      if (overflows(el) && stackRows(spec)) {
-        // Too wide for the column: the views of each row go one under the other instead.
-        result.finalize();
-        el.replaceChildren();
-        result = await draw(el, spec);
-        if (token !== el._deepeyesToken) {
-          result.finalize();
-          return;
-        }
-        el.dataset.layout = "stacked";
+      const result = await drawFitted(el, spec, token);
+      if (!result) {
+        return; // superseded while drawing
       }
       views[el.id] = result.view;
-      const snapshot = el.dataset.snapshot;
-      if (snapshot !== undefined && snapshot !== "") {
-        try {
-          result.view.signal("snapshot", Number(snapshot));
-        } catch (err) {
-          // A view without a snapshot selector: nothing to pick.
-        }
-      }
+      pickSnapshot(el, result.view);
       await result.view.runAsync();
       el.dataset.state = "ready";
       el.dataset.loaded = url;
@@ -226,22 +401,52 @@
     }
   }
 
-  // The findings of a layer page are those of one snapshot (the last); while another snapshot is
-  // shown, a note above them says which step they describe.
-  function markFindings(select) {
-    const heading = [...document.querySelectorAll(".deepeyes-layer h2")]
-      .find((h) => h.textContent.trim() === "Findings");
-    let first = heading && heading.nextElementSibling;
-    if (first && first.classList.contains("deepeyes-findings-step")) {
-      first = first.nextElementSibling; // the note of an earlier choice
+  // ---------------------------------------------------------------- findings of the shown snapshot
+
+  // The findings box that follows snapshot select `select` (a layer page's), or null.
+  function findingsBox(select) {
+    const id = select.dataset.chart;
+    return [...document.querySelectorAll(".deepeyes-findings-box")]
+      .find((box) => box.dataset.chart === id) || null;
+  }
+
+  // The block of the findings `option` names: in the box already (the page's own, or fetched
+  // before), else fetched from the site (data-findings) and added, hidden. One fetch per step.
+  function findingsBlock(box, option) {
+    const step = option.dataset.findingsStep;
+    box._deepeyesBlocks = box._deepeyesBlocks || new Map();
+    if (!box._deepeyesBlocks.has(step)) {
+      const inline = [...box.querySelectorAll(".deepeyes-findings")]
+        .find((block) => block.dataset.step === step);
+      const found = inline ? Promise.resolve(inline) : fetchFindings(box, option);
+      box._deepeyesBlocks.set(step, found);
+      found.catch(() => box._deepeyesBlocks.delete(step)); // a failed fetch is tried again later
     }
-    const match = first && /Findings at step (\d+)/.exec(first.textContent);
-    if (!match) {
-      return;
+    return box._deepeyesBlocks.get(step);
+  }
+
+  async function fetchFindings(box, option) {
+    const url = option.dataset.findings;
+    const response = await fetch(url, { credentials: "same-origin" });
+    if (!response.ok) {
+      throw new Error("HTTP " + response.status + " for " + url);
     }
-    let note = document.querySelector(".deepeyes-findings-step");
-    const shown = select.options[select.selectedIndex].dataset.step;
-    if (shown === match[1]) {
+    const block = node("div", "deepeyes-findings");
+    block.dataset.step = option.dataset.findingsStep;
+    block.hidden = true;
+    // HTML the site build wrote (every user-given name escaped there); a template runs no script.
+    const template = document.createElement("template");
+    template.innerHTML = await response.text();
+    block.appendChild(template.content);
+    box.appendChild(block);
+    return block;
+  }
+
+  // The note over findings that describe another step than the one shown (a snapshot without
+  // findings of its own); the same words as the page's own (site/findings_html.py).
+  function setFindingsNote(box, step, source) {
+    let note = box.querySelector(".deepeyes-findings-step");
+    if (step === source) {
       if (note) {
         note.remove();
       }
@@ -249,10 +454,51 @@
     }
     if (!note) {
       note = node("div", "deepeyes-notice deepeyes-findings-step");
-      heading.after(note);
+      box.prepend(note);
     }
-    note.textContent = "These findings describe step " + match[1] + "; the views above show " +
-      "step " + shown + ".";
+    note.hidden = false;
+    note.textContent = "No findings were computed for step " + step + "; these describe step " +
+      source + ".";
+  }
+
+  // Shows, in the findings box of `select`'s chart, the findings of the snapshot selected.
+  async function showFindings(select) {
+    const box = findingsBox(select);
+    const option = select.options[select.selectedIndex];
+    if (!box || !option || !option.dataset.findings) {
+      return;
+    }
+    const token = (box._deepeyesToken || 0) + 1;
+    box._deepeyesToken = token;
+    box.setAttribute("aria-busy", "true");
+    pending.set(box, token);
+    try {
+      const block = await findingsBlock(box, option);
+      if (token !== box._deepeyesToken) {
+        return; // another snapshot was chosen meanwhile
+      }
+      box.querySelectorAll(".deepeyes-findings-error").forEach((e) => e.remove());
+      box.querySelectorAll(".deepeyes-findings").forEach((b) => { b.hidden = b !== block; });
+      setFindingsNote(box, option.dataset.step, option.dataset.findingsStep);
+    } catch (err) {
+      if (token === box._deepeyesToken) {
+        const message = "Could not load the findings of step " + option.dataset.findingsStep +
+          ": " + err.message;
+        console.error("DeepEyes: " + message);
+        box.querySelectorAll(".deepeyes-findings, .deepeyes-findings-step")
+          .forEach((e) => { e.hidden = true; });
+        box.querySelectorAll(".deepeyes-findings-error").forEach((e) => e.remove());
+        const alert = node("div", "deepeyes-error deepeyes-findings-error", message);
+        alert.setAttribute("role", "alert");
+        box.appendChild(alert);
+      }
+    } finally {
+      if (pending.get(box) === token) {
+        pending.delete(box);
+        box.removeAttribute("aria-busy");
+      }
+      settle();
+    }
   }
 
   function setupSnapshotSelect(select) {
@@ -274,10 +520,10 @@
       const url = new URL(window.location.href);
       url.searchParams.set("step", option.dataset.step);
       window.history.replaceState(null, "", url);
-      markFindings(select);
+      showFindings(select);
       embed(el, select.value);
     });
-    markFindings(select);
+    showFindings(select);
   }
 
   function node(tag, className, text) {
@@ -384,6 +630,7 @@
   // navigation.instant swaps in without a reload (elements set up already are skipped).
   function init() {
     query = new URLSearchParams(window.location.search);
+    thumbnailFiles = new Map(); // a page loads each thumbnails file once, as it is now
     for (const id of Object.keys(views)) {
       if (!document.contains(views[id].container())) {
         views[id].finalize(); // its page was swapped out
@@ -418,6 +665,8 @@
       });
     },
   };
+
+  window.addEventListener("resize", onResize); // once: the script itself runs once per tab
 
   if (window.document$ && typeof window.document$.subscribe === "function") {
     // mkdocs-material's observable of the page: the first one, then each instant-loaded one.
