@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from deepeyes_keras.charts import layer_spec, render
-from deepeyes_keras.charts.layer_data import ACTIVATION_CODES, layer_rows
+from deepeyes_keras.charts.layer_data import ACTIVATION_CODES, CODE_TOP, layer_rows
 from deepeyes_keras.derive.thumbnails import ThumbnailCache, png_bytes
 from deepeyes_keras.run.writer import npz_bytes
 
@@ -35,7 +35,7 @@ def test_activation_codes_are_one_character_per_filter():
         a = row["a"]
         assert isinstance(a, str) and len(a) == 8
         levels = np.array([ACTIVATION_CODES.index(c) for c in a])
-        np.testing.assert_array_equal(levels, np.rint(63 * share[row["point"]]).astype(int))
+        np.testing.assert_array_equal(levels, np.rint(CODE_TOP * share[row["point"]]).astype(int))
         assert row["amax"] == int(np.rint(100 * share[row["point"]].max()))
 
 
@@ -58,11 +58,11 @@ def test_coded_views_draw_the_same_overlay_when_rendered():
     coded = layer_spec(**_inputs(), selected_filter=3, activation_codes=True)
     want, got = _overlay(plain), _overlay(coded)
     assert set(got) == set(want) and len(got) > 10
-    # ints are 1/100 steps, codes 1/63 steps: both round the same share
-    assert max(abs(got[p] - want[p]) for p in want) <= 0.5 / 63 + 0.5 / 100 + 1e-9
+    # ints are 1/100 steps, codes 1/CODE_TOP steps: both round the same share
+    assert max(abs(got[p] - want[p]) for p in want) <= 0.5 / CODE_TOP + 0.5 / 100 + 1e-9
     points = {p["point"]: p for p in coded["datasets"]["points"]}
     for p, value in got.items():
-        assert abs(value - ACTIVATION_CODES.index(points[p]["a"][3]) / 63) < 0.006
+        assert abs(value - ACTIVATION_CODES.index(points[p]["a"][3]) / CODE_TOP) < 0.006
 
 
 def _decode_grey_png(data):

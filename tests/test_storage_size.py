@@ -5,7 +5,7 @@ What schema 3 changed, and the bound each test holds it to:
 - co-activation similarities as uint16 codes ``floor(phi * 60000)``: at most 1/60,000 below the
   float32 value, and every comparison with a threshold of at most 4 decimals kept exactly, so the
   findings computed from them are *identical*;
-- recomputed activations as codes 0..63 of each filter's maximum (the views' 64 levels): within
+- recomputed activations as codes 0..15 of each filter's maximum (the views' 16 levels): within
   half a level (``tests/test_current_activations.py`` checks them against a NumPy reference);
 - a sample column that repeats another layer's column of the same snapshot (as it is, or cast
   to its dtype) is linked to it: read back exactly;
@@ -30,6 +30,7 @@ import pytest
 
 from deepeyes_keras import load_run
 from deepeyes_keras.derive.findings import run_findings
+from deepeyes_keras.record import current
 from deepeyes_keras.run.archive import (
     LINK_MIN_BYTES,
     STRATEGIES,
@@ -165,7 +166,8 @@ def test_a_schema2_run_reads_its_float32_and_8bit_arrays(schema2_run):
 def _schema3_copy(src: Path, dst: Path) -> Path:
     """The run at ``src`` with its arrays stored as the schema-3 recorder stores them.
 
-    The same numbers: jaccard triangles to codes, 255-level recomputed activations to 63 levels,
+    The same numbers: jaccard triangles to codes, 255-level recomputed activations to the
+    views' levels,
     and (``links``) the sample chunks written again with their repeated columns linked.
     """
     from deepeyes_keras.record.current import CODE_LEVELS, encode
@@ -217,7 +219,7 @@ def test_the_compact_arrays_give_identical_findings(schema2_run, tmp_path):
     run = load_run(compact)
     with np.load(compact / run.snapshots[-1].record["arrays"]) as data:
         assert data["L1.jaccard"].dtype == np.uint16
-        assert data["L1.current_activation"].max() == 63
+        assert data["L1.current_activation"].max() == current.CODE_LEVELS
     before, after = _findings(schema2_run), _findings(compact)
     assert len(before) == 3 and all(len(f) > 300 for f in before)
     assert after == before

@@ -268,6 +268,6 @@ def _layer_chain(run, name: str, *, todo, wrote, max_points, seed, schedule) -> 
         )
         kept = bool(arrays["filter_kept"])
         arrays["filter_step"] = previous["filter_step"] if kept else np.int64(snap.step)
-        write_npz(path, arrays)
+        write_npz(path, arrays, compress=True)  # off the training thread: size over speed
         previous = arrays
         wrote(name, snap.step, float(arrays["seconds"]))

@@ -15,11 +15,11 @@ activation (``softmax`` included) gives what the layer gives. :func:`why_not_cur
 another layer keeps its sampled activations: descriptors hashed to ``DESCRIPTOR_DIM`` values
 (the window is lost), recurrent layers (their state is not in the weights), other layer types
 (depthwise, separable, transposed, grouped convolutions, ``Dense`` on a sequence). The
-snapshot stores the result as codes 0..63 of the activation clamped at 0, per filter scaled to
-its largest value (:func:`encode` and :func:`decode`): the 64 levels the input map's overlays
+snapshot stores the result as codes 0..15 of the activation clamped at 0, per filter scaled to
+its largest value (:func:`encode` and :func:`decode`): the 16 levels the input map's overlays
 draw (``deepeyes_keras.charts.layer_data.ACTIVATION_CODES``), so more would be stored and never
-shown. The layer's snapshot record says so (``current_levels``); runs before schema 3 used
-0..255.
+shown. The layer's snapshot record says so (``current_levels``: 15; early schema-3 runs
+wrote 63, schema 2 0..255).
 
 Example:
     >>> why_not_current(tap)                                   # doctest: +SKIP
@@ -36,9 +36,9 @@ import tensorflow as tf
 
 from deepeyes_keras.record.taps import DESCRIPTOR_DIM, LayerTap
 
-# codes 0..63: activation / max over the reservoir, per filter; the views draw 64 levels
+# codes 0..15: activation / max over the reservoir, per filter; the views draw 16 levels
 # (deepeyes_keras.charts.layer_data.CODE_TOP, a stage this one does not import)
-CODE_LEVELS = 63
+CODE_LEVELS = 15
 
 __all__ = ["CODE_LEVELS", "current_activations", "decode", "encode", "why_not_current"]
 
