@@ -322,10 +322,12 @@ def damaged(path, problem: str) -> DamagedFileError:
     return DamagedFileError(f"{path} is damaged ({problem}). {damage_advice(path)}")
 
 
-def read_json(path):
-    """A JSON file; :class:`DamagedFileError` (naming it) if it is empty, truncated or corrupt."""
-    with open(path, "rb") as handle:
-        data = handle.read()
+def read_json(path, data: bytes | None = None):
+    """A JSON file (or its bytes `data`, already read); :class:`DamagedFileError` (naming it) if
+    it is empty, truncated or corrupt."""
+    if data is None:
+        with open(path, "rb") as handle:
+            data = handle.read()
     if not data.strip():
         raise damaged(path, f"{'empty' if not data else 'blank'}: {len(data)} bytes")
     try:

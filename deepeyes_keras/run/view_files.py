@@ -36,6 +36,7 @@ from deepeyes_keras.run.layout import (
     DamagedFileError,
     damaged,
     looks_complete_json,
+    read_json,
     strict_json,
     write_bytes,
 )
@@ -83,16 +84,7 @@ def file_bytes(path) -> bytes:
 
 def read_json_file(path):
     """A JSON file, gzip or plain; :class:`DamagedFileError` if it cannot be parsed."""
-    data = file_bytes(path)
-    if not data.strip():
-        raise damaged(path, f"{'empty' if not data else 'blank'}: {len(data)} bytes")
-    try:
-        return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as err:
-        raise damaged(path, f"not UTF-8 text: byte {err.start} of {len(data)}") from None
-    except json.JSONDecodeError as err:
-        problem = f"not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
-        raise damaged(path, f"{problem}, {len(data)} bytes") from None
+    return read_json(path, file_bytes(path))
 
 
 def write_json_file(path, obj) -> Path:
