@@ -9,9 +9,7 @@ import contextlib
 import functools
 import http.server
 import json
-import os
 import shutil
-import subprocess
 import textwrap
 import threading
 from pathlib import Path
@@ -19,17 +17,9 @@ from urllib.parse import urlsplit
 from urllib.request import urlopen
 
 import pytest
+from _browser import CHROMIUM_FLAGS, chromium_or_reason
 from playwright.sync_api import sync_playwright
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 LAYER_CHART = "deepeyes-layer-chart"
 WIKI = textwrap.dedent(
     """
@@ -58,32 +48,6 @@ FOREIGN_SPEC = """{"$schema": "https://vega.github.io/schema/vega-lite/v6.4.1.js
  {"data": {"url": "http://198.51.100.7/data.json"}, "mark": "point"},
  {"data": {"values": [{"u": "http://198.51.100.7/image.png"}]},
   "mark": {"type": "image", "width": 10, "height": 10}, "encoding": {"url": {"field": "u"}}}]}"""
-
-
-def find_chromium() -> str | None:
-    for candidate in (shutil.which("chromium"), "/usr/bin/chromium"):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    return None
-
-
-@functools.cache
-def chromium_or_reason() -> tuple[str | None, str]:
-    found = find_chromium()
-    if found:
-        return found, ""
-    if not shutil.which("apt-get") or os.geteuid() != 0:
-        return None, "chromium is not installed and apt-get (as root) is not available"
-    try:
-        for command in (
-            ["apt-get", "update", "-qq"],
-            ["apt-get", "install", "-y", "-qq", "chromium"],
-        ):
-            subprocess.run(command, check=True, capture_output=True, timeout=900)
-    except (subprocess.SubprocessError, OSError) as err:
-        return None, f"chromium is not installed and `apt-get install chromium` failed: {err}"
-    found = find_chromium()
-    return found, "" if found else "apt-get installed no chromium executable"
 
 
 @pytest.fixture(scope="module")

@@ -163,8 +163,8 @@ def chromium_page(origin: str):
     """A guarded page in a fresh headless Chromium (as the other browser tests launch it)."""
     import contextlib
 
+    from _browser import CHROMIUM_FLAGS, chromium_or_reason
     from playwright.sync_api import sync_playwright
-    from test_site_browser import CHROMIUM_FLAGS, chromium_or_reason
 
     @contextlib.contextmanager
     def opened():
