@@ -283,7 +283,62 @@ def wait_for_maps(callback, timeout: float) -> tuple[float, bool]:
     finished = not waiter.is_alive()
     if not finished:
         for child in psutil.Process().children(recursive=True):
-            if "deepeyes_keras.derive.maps" in " ".join(child.cmdline()):
+            # The worker runs `python -c <launcher>`; the launcher names the worker's module.
+            if "deepeyes_keras.derive.worker" in " ".join(child.cmdline()):
                 child.terminate()
         waiter.join(60)
     return time.perf_counter() - began, finished
+
+
+def tf_dataset(x, y, batch: int, *, seed: int = 0, autotune: bool = False):
+    """The arrays as a shuffled, batched, prefetched tf.data pipeline, autotuning off by default.
+
+    tf.data's autotuning thread makes the destruction of an iterator wait, at random, for the rest
+    of its optimisation period (seconds; up to a minute in long epochs): that wait lands at every
+    epoch's end and at the end of ``fit``, in plain fits as much as in watched ones (see
+    :class:`TeardownProbe` and the benchmarks page). Without autotuning it never happens, so
+    the ratio measures what watching costs.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = bool(autotune)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed)
+    return data.batch(batch).prefetch(2).with_options(options)
+
+
+def teardown_probe():
+    """A Keras callback timing what ``fit`` spends outside the steps and the other callbacks.
+
+    ``seconds`` sums, over one fit, the time from each later epoch's ``on_epoch_begin`` to its
+    first step (Keras destroys the previous epoch's data iterator there) and from the last
+    callback's ``on_train_end`` to ``fit`` returning (call :meth:`returned` then): the times when
+    tf.data's iterator teardown can wait. Put it last in the callback list.
+    """
+    import time
+
+    import keras
+
+    class TeardownProbe(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seconds, self._mark = 0.0, None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._mark = time.perf_counter() if epoch > 0 else None
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self._mark is not None:
+                self.seconds += time.perf_counter() - self._mark
+                self._mark = None
+
+        def on_train_end(self, logs=None):
+            self._mark = time.perf_counter()
+
+        def returned(self) -> float:
+            if self._mark is not None:
+                self.seconds += time.perf_counter() - self._mark
+                self._mark = None
+            return self.seconds
+
+    return TeardownProbe()

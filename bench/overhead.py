@@ -19,6 +19,13 @@ wait until fit returns (``maps_during_training=None``); the configuration with
 ``maps_during_training=True`` shows what computing them during training costs there.
 ``--diagnostic`` adds ``DeepEyesCallback(maps=False)``, the recorder alone.
 
+tf.data's autotuning thread makes an iterator's destruction wait, at random, for the rest of its
+optimisation period: seconds, at every epoch's end and at the end of ``fit``, in plain fits as in
+watched ones (an upstream race; the benchmarks page shows the evidence). The column "tf.data
+teardown" is that time in each fit (``_common.teardown_probe``) and "ratio without teardown"
+the ratio once it is taken out of both fits; ``--pipeline dataset`` feeds every fit a tf.data
+pipeline with autotuning off, where the wait never happens.
+
 Besides wall time, the table gives the CPU time of the training process (user + system, all its
 threads; the maps process is a separate process and not included): on a shared virtual machine
 wall time drifts by tens of percent from minute to minute, CPU time much less.
@@ -26,6 +33,7 @@ wall time drifts by tens of percent from minute to minute, CPU time much less.
     python bench/overhead.py                  # LeNet: 2 epochs x 5 repetitions (about 15 min here)
     python bench/overhead.py --model all      # all five networks (about an hour here)
     python bench/overhead.py --quick          # a few seconds per model: CI runs this
+    python bench/overhead.py --images 12800 --pipeline dataset   # 400 steps, no teardown wait
 """
 
 from __future__ import annotations
@@ -57,10 +65,20 @@ def parse(argv=None):
                         help="1 epoch of 10 steps (one snapshot), 1 repetition, small "
                              "reservoir; models other than lenet only plain and with the "
                              "default callback: for CI")
+    parser.add_argument("--images", type=int, default=None,
+                        help="train on the first N examples only (issue 15's 400-step LeNet "
+                             "case: --images 12800)")
+    parser.add_argument("--pipeline", choices=list(PIPELINES), default="arrays",
+                        help="arrays: fit(x, y) as most scripts do (default); dataset: a tf.data "
+                             "pipeline with autotuning off, which removes tf.data's random "
+                             "teardown wait from every fit (see _common.tf_dataset); "
+                             "dataset-autotune: the same pipeline with autotuning on")
     parser.add_argument("--json", help="also write the raw results here")
     return parser.parse_args(argv)
 
 
+PIPELINES = {"arrays": "NumPy arrays", "dataset": "tf.data pipeline, autotuning off",
+             "dataset-autotune": "tf.data pipeline, autotuning on"}
 QUICK_FULL_MODEL = "lenet"  # --quick: the one model fitted under every configuration
 
 
@@ -99,13 +117,15 @@ def configurations(tmp, *, quick, tensorboard, diagnostic, every=True):
 def bench_model(model_name, args):
     import keras
 
-    x, y, data_desc = _common.load_data(model_name, mnist=args.mnist)
+    x, y, data_desc = _common.load_data(model_name, mnist=args.mnist, n=args.images)
     times: dict[str, list[float]] = {}
     ratios: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
     cpu_ratios: dict[str, list[float]] = {}
     maps_after: dict[str, list[float]] = {}
     capped: dict[str, int] = {}
+    waits: dict[str, list[float]] = {}
+    trimmed_ratios: dict[str, list[float]] = {}
     batch = 64
     with tempfile.TemporaryDirectory() as tmp:
         # Quick mode (CI) tries every configuration on the first model only: the others are
@@ -120,17 +140,22 @@ def bench_model(model_name, args):
         del warm
         for rep in range(args.repeats):
             order = names[rep % len(names):] + names[:rep % len(names)]
-            elapsed_by, cpu_by = {}, {}
+            elapsed_by, cpu_by, wait_by = {}, {}, {}
             for name in order:
                 keras.utils.set_random_seed(rep)
                 net = _common.build_model(model_name, seed=rep)
+                probe = _common.teardown_probe()
                 callbacks = configs[name]()
+                data = ({"x": x, "y": y, "batch_size": batch} if args.pipeline == "arrays" else
+                        {"x": _common.tf_dataset(x, y, batch, seed=rep,
+                                                 autotune=args.pipeline == "dataset-autotune")})
                 gc.collect()
                 began, began_cpu = time.perf_counter(), _common.cpu_seconds()
-                net.fit(x, y, batch_size=batch, epochs=args.epochs, steps_per_epoch=args.steps,
-                        verbose=0, callbacks=callbacks)
+                net.fit(**data, epochs=args.epochs, steps_per_epoch=args.steps, verbose=0,
+                        callbacks=callbacks + [probe])
                 elapsed_by[name] = time.perf_counter() - began
                 cpu_by[name] = _common.cpu_seconds() - began_cpu
+                wait_by[name] = probe.returned()
                 for cb in callbacks:  # maps finish in the background: not part of fit's time,
                     if hasattr(cb, "wait_for_maps"):  # but must not slow the next configuration
                         limit = args.maps_timeout if rep == 0 else 0.0
@@ -139,18 +164,24 @@ def bench_model(model_name, args):
                             maps_after.setdefault(name, []).append(waited)
                             capped[name] = capped.get(name, 0) + (not finished)
                 _common.log(f"{model_name} repeat {rep + 1}/{args.repeats} {name:40s} "
-                            f"{elapsed_by[name]:7.2f} s, CPU {cpu_by[name]:7.2f} s")
+                            f"{elapsed_by[name]:7.2f} s, CPU {cpu_by[name]:7.2f} s, "
+                            f"teardown {wait_by[name]:5.2f} s")
                 del net, callbacks
             for name in names:
                 times.setdefault(name, []).append(elapsed_by[name])
                 ratios.setdefault(name, []).append(elapsed_by[name] / elapsed_by["plain fit"])
                 cpu.setdefault(name, []).append(cpu_by[name])
                 cpu_ratios.setdefault(name, []).append(cpu_by[name] / cpu_by["plain fit"])
+                waits.setdefault(name, []).append(wait_by[name])
+                trimmed_ratios.setdefault(name, []).append(
+                    (elapsed_by[name] - wait_by[name])
+                    / (elapsed_by["plain fit"] - wait_by["plain fit"]))
     steps = args.epochs * (args.steps or -(-len(x) // batch))
     net = _common.build_model(model_name)
     title = (f"**{model_name}**: {_common.describe_model(model_name, net)}; {data_desc}; "
              f"batch {batch}, {args.epochs} epoch(s) = {steps:,} steps; {args.repeats} "
-             "interleaved repetition(s).")
+             f"interleaved repetition(s); input: "
+             + PIPELINES[args.pipeline] + ".")
     rows = []
     for name in names:
         rows.append([
@@ -159,16 +190,20 @@ def bench_model(model_name, args):
             _common.spread(ratios[name], "{:.3f}"),
             _common.spread(cpu[name], "{:.1f}"),
             _common.spread(cpu_ratios[name], "{:.3f}"),
+            _common.spread(waits[name], "{:.2f}"),
+            _common.spread(trimmed_ratios[name], "{:.3f}"),
             (_common.spread(maps_after[name], "{:.1f}")
              + (f", capped {capped[name]}x" if capped.get(name) else "")
              if name in maps_after else "-"),
         ])
     headers = ["configuration", "fit time (s), median (min-max)",
                "ratio to plain fit, median (min-max)", "training process CPU (s)",
-               "CPU ratio to plain fit", "maps after fit returned (s)"]
+               "CPU ratio to plain fit", "tf.data teardown (s)",
+               "ratio without teardown", "maps after fit returned (s)"]
     return title, _common.table(headers, rows), {
         "times": times, "ratios": ratios, "cpu_seconds": cpu, "cpu_ratios": cpu_ratios,
-        "maps_after_fit": maps_after, "capped": capped,
+        "maps_after_fit": maps_after, "capped": capped, "teardown_seconds": waits,
+        "ratios_without_teardown": trimmed_ratios,
         "steps": steps}
 
 

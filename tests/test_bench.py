@@ -39,6 +39,13 @@ def test_overhead_quick():
 
 
 @pytest.mark.slow
+def test_overhead_quick_on_a_dataset_without_autotuning():
+    out = run_script("overhead.py", "--model", "dense", "--pipeline", "dataset")
+    assert "input: tf.data pipeline, autotuning off." in out
+    assert "| tf.data teardown (s) | ratio without teardown |" in out
+
+
+@pytest.mark.slow
 @needs_mnist
 def test_blocking_quick():
     out = run_script("blocking.py")
