@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from deepeyes_keras.record.budget import MEMORY_BUDGET_MB, choose_within_budget, recorder_bytes
+from deepeyes_keras.record.compiled import UnoptimizedFirstCall
 from deepeyes_keras.record.current import current_activations, why_not_current
 from deepeyes_keras.record.geometry import input_space_maps_by_input
 from deepeyes_keras.record.patches import extract_input_patches, extract_windows
@@ -145,8 +146,11 @@ class Recorder:
             self.stats.append(self._make_statistics(tap))
             self.reservoirs.append(self._make_reservoir(tap, reservoir_size))
         # autograph=False: the measurement has no tensor-dependent Python control flow, and
-        # converting its source was most of the one-off cost of a fit (issue 15).
-        self.measure = tf.function(self._measure, jit_compile=jit_compile, autograph=False)
+        # converting its source was most of the one-off cost of a fit (issue 15); its first call
+        # skips Grappler (record/compiled.py).
+        self.measure = UnoptimizedFirstCall(
+            tf.function(self._measure, jit_compile=jit_compile, autograph=False)
+        )
 
     def _make_capture_variables(self, strategy) -> None:
         k = self.images_per_step
@@ -256,7 +260,7 @@ class Recorder:
             # One instance per image instead of positions_per_image: weight it so dense and
             # conv layers carry comparable histogram mass.
             weight = float(self.positions_per_image)
-        inst_labels = tf.repeat(ys, p)
+        inst_labels = _repeat_rows(ys, p)
         stats.update(acts, inst_labels, step, weight=weight)
 
         windows = extract_windows(tap.neuronal_input(layer_in, layer_out), tap.windows, positions)
@@ -264,12 +268,12 @@ class Recorder:
         reservoir.update(
             step,
             {
-                "image": tf.repeat(image_ids, p),
+                "image": _repeat_rows(image_ids, p),
                 "position": tf.reshape(positions, [-1]),
                 "label": inst_labels,
                 "descriptor": _half(descriptors),
                 # not clamped; non-finite values are stored as 0 (counted in the statistics)
-                "activation": tf.where(tf.math.is_finite(acts), acts, tf.zeros_like(acts)),
+                "activation": tf.where(tf.math.is_finite(acts), acts, 0.0),
                 "patch": _half(self._patches(tap, xs, positions, k * p)),
             },
         )
@@ -284,7 +288,7 @@ class Recorder:
         if tap.space_map:
             patches = extract_input_patches(images, tap.space_map, tap.grid, positions)
         else:  # the whole input
-            patches = tf.repeat(images[:, None], p, axis=1)
+            patches = _repeat_rows(images, p, stacked=True)
         patches = tf.reshape(patches, [m, *patches.shape[2:]])
         if len(shape) >= 2:  # an image or sequence: at most what the thumbnails draw
             patches = shrink_patches(patches, shape[:-1])
@@ -339,9 +343,21 @@ def _is_distributed(strategy) -> bool:
     )
 
 
+def _repeat_rows(x: tf.Tensor, p: int, *, stacked: bool = False) -> tf.Tensor:
+    """Each row of ``x`` (static shape) p times in a row, as ``tf.repeat(x, p, axis=0)``.
+
+    With ``stacked`` the copies get their own axis: ``(n, p, ...)`` instead of ``(n * p, ...)``.
+    A broadcast and a reshape: tf.repeat builds about ten times the graph ops, and the first
+    call of the measurement pays for each op it traces (issue 15).
+    """
+    shape = [int(d) for d in x.shape]
+    copies = tf.broadcast_to(tf.expand_dims(x, 1), [shape[0], p, *shape[1:]])
+    return copies if stacked else tf.reshape(copies, [shape[0] * p, *shape[1:]])
+
+
 def _half(x: tf.Tensor) -> tf.Tensor:
     """float32 to float16 without overflow: non-finite values become 0, the rest is clipped."""
-    x = tf.where(tf.math.is_finite(x), x, tf.zeros_like(x))
+    x = tf.where(tf.math.is_finite(x), x, 0.0)
     return tf.cast(tf.clip_by_value(x, -FLOAT16_MAX, FLOAT16_MAX), tf.float16)
 
 

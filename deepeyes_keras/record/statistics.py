@@ -13,6 +13,8 @@ counted, so a diverging network never crashes the recorder.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tensorflow as tf
 
@@ -40,7 +42,7 @@ def clean_activations(acts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     acts = tf.cast(acts, tf.float32)
     finite = tf.math.is_finite(acts)
     n_bad = tf.reduce_sum(tf.cast(tf.logical_not(finite), tf.int64))
-    acts = tf.where(finite, tf.nn.relu(acts), tf.zeros_like(acts))
+    acts = tf.where(finite, tf.nn.relu(acts), 0.0)
     return acts, n_bad
 
 
@@ -53,17 +55,21 @@ def perplexity(acts: tf.Tensor) -> tf.Tensor:
     Returns:
         (m,) perplexities in [1, F]; an all-zero vector counts as uniform (perplexity F).
     """
-    n_filters = tf.cast(tf.shape(acts)[-1], acts.dtype)
+    # Scalars in tf.where broadcast: fewer graph ops than ones_like (the trace is per op).
+    n_filters = (
+        float(acts.shape[-1])
+        if acts.shape[-1] is not None
+        else tf.cast(tf.shape(acts)[-1], acts.dtype)
+    )
     # Perplexity does not depend on the scale: dividing by each row's max first keeps the sum
     # finite for activations near the float32 limit (an exploding network).
     peak = tf.reduce_max(acts, axis=-1, keepdims=True)
-    acts = acts / tf.where(peak > 0, peak, tf.ones_like(peak))
+    acts = acts / tf.where(peak > 0, peak, 1.0)
     total = tf.reduce_sum(acts, axis=-1, keepdims=True)
-    uniform = tf.ones_like(acts) / n_filters
-    p = tf.where(total > 0, acts / tf.where(total > 0, total, tf.ones_like(total)), uniform)
+    p = tf.where(total > 0, acts / tf.where(total > 0, total, 1.0), 1.0 / n_filters)
     # 0 * log(0) is 0: mask instead of adding an epsilon so one-hot vectors give exactly 1.
-    plogp = tf.where(p > 0, p * tf.math.log(tf.where(p > 0, p, tf.ones_like(p))), tf.zeros_like(p))
-    entropy_bits = -tf.reduce_sum(plogp, axis=-1) / tf.math.log(tf.constant(2.0, acts.dtype))
+    plogp = tf.where(p > 0, p * tf.math.log(tf.where(p > 0, p, 1.0)), 0.0)
+    entropy_bits = -tf.reduce_sum(plogp, axis=-1) / math.log(2.0)
     return tf.clip_by_value(tf.pow(2.0, entropy_bits), 1.0, n_filters)
 
 
@@ -94,7 +100,7 @@ def pairwise_abs_diff_sum(acts: tf.Tensor) -> tf.Tensor:
     chunk = max(1, min(m, _PAIRWISE_CHUNK_ELEMENTS // max(1, n_filters * n_filters)))
     n_chunks = -(-m // chunk)
     peak = tf.reduce_max(tf.abs(acts))
-    scale = tf.where(peak > 0, peak, tf.ones_like(peak))
+    scale = tf.where(peak > 0, peak, 1.0)
     padded = tf.pad(acts / scale, [[0, n_chunks * chunk - m], [0, 0]])  # zero rows add 0
     chunks = tf.reshape(padded, [n_chunks, chunk, n_filters])
 
