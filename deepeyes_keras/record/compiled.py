@@ -1,6 +1,6 @@
 """The recorder's compiled measurement, instantiated without TensorFlow's graph optimiser.
 
-A ``tf.function`` pays twice at its first call: tracing builds its graph (Python, about 1,800 ops
+A ``tf.function`` pays twice at its first call: tracing builds its graph (Python, about 1,460 ops
 for LeNet's four layers) and instantiating it runs Grappler, TensorFlow's graph optimiser, over
 that graph before the first run. For the measurement Grappler's rewrites buy nothing measurable
 (the same time per call within noise, 9-11 ms on LeNet here) but cost 0.5-0.8 s of the first
