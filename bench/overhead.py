@@ -20,7 +20,7 @@ wait until fit returns (``maps_during_training=None``); the configuration with
 ``--diagnostic`` adds ``DeepEyesCallback(maps=False)``, the recorder alone.
 
 tf.data's autotuning thread makes an iterator's destruction wait, at random, for the rest of its
-optimisation period: seconds, at every epoch's end and at the end of ``fit``, in plain fits as in
+optimisation period: seconds, at every epoch's end and at the end of ``fit``, in plain fits and in
 watched ones (an upstream race; the benchmarks page shows the evidence). The column "tf.data
 teardown" is that time in each fit (``_common.teardown_probe``) and "ratio without teardown"
 the ratio once it is taken out of both fits; ``--pipeline dataset`` feeds every fit a tf.data
